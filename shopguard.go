@@ -222,6 +222,10 @@ type Locator interface {
 // Batch is a run of decoded events in source order.
 type Batch struct {
 	Events []Event
+	// Received is the wall-clock time the source took in the batch's first
+	// event; the engine measures processing latency from it. Zero means
+	// unknown.
+	Received time.Time
 	// Done, when not nil, is called once every finding derived from Events
 	// is held by the record sinks; a Kafka source commits offsets there. It
 	// is called at most once, from the goroutine that processed the batch.
