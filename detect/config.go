@@ -1,0 +1,217 @@
+package detect
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/shopguard/shopguard"
+)
+
+// Config holds every threshold and window of the rules. The zero value is
+// not useful: start from DefaultConfig, which is what an absent key means.
+type Config struct {
+	ImpossibleTravel   TravelConfig     `yaml:"impossible_travel"`
+	BruteForce         BruteForceConfig `yaml:"brute_force"`
+	CredentialStuffing StuffingConfig   `yaml:"credential_stuffing"`
+	AccountTakeover    TakeoverConfig   `yaml:"account_takeover"`
+	BulkExport         ExportConfig     `yaml:"bulk_export"`
+	// Allowlist names networks (office VPNs, the platform's own ranges)
+	// whose logins never count for impossible_travel.
+	Allowlist []Network `yaml:"allowlist"`
+	// MaxAccounts and MaxSources cap the number of tracked accounts and
+	// sources (addresses and blocks). Past the cap the oldest generation
+	// of entries is evicted and counted.
+	MaxAccounts int `yaml:"max_accounts"`
+	MaxSources  int `yaml:"max_sources"`
+}
+
+// TravelConfig configures impossible_travel.
+type TravelConfig struct {
+	Enabled  bool               `yaml:"enabled"`
+	Severity shopguard.Severity `yaml:"severity"`
+	// MaxSpeedKMH is the fastest plausible travel; faster is impossible.
+	MaxSpeedKMH float64 `yaml:"max_speed_kmh"`
+	// MinDistanceKM is the least distance, after subtracting both accuracy
+	// radii, that can count at all.
+	MinDistanceKM float64 `yaml:"min_distance_km"`
+	// Suppress is how long after a finding the same account stays quiet.
+	Suppress time.Duration `yaml:"suppress"`
+}
+
+// BruteForceConfig configures brute_force.
+type BruteForceConfig struct {
+	Enabled   bool               `yaml:"enabled"`
+	Severity  shopguard.Severity `yaml:"severity"`
+	Threshold int                `yaml:"threshold"` // failed logins for one account
+	Window    time.Duration      `yaml:"window"`
+}
+
+// StuffingConfig configures credential_stuffing.
+type StuffingConfig struct {
+	Enabled   bool               `yaml:"enabled"`
+	Severity  shopguard.Severity `yaml:"severity"`
+	Threshold int                `yaml:"threshold"` // distinct accounts failed from one source
+	Window    time.Duration      `yaml:"window"`
+	// IPv4Prefix and IPv6Prefix are the blocks an address is grouped into,
+	// so that rotating addresses inside a block does not evade the rule.
+	IPv4Prefix int `yaml:"ipv4_prefix"`
+	IPv6Prefix int `yaml:"ipv6_prefix"`
+}
+
+// TakeoverConfig configures account_takeover.
+type TakeoverConfig struct {
+	Enabled  bool               `yaml:"enabled"`
+	Severity shopguard.Severity `yaml:"severity"`
+	// Failures is how many failed logins on the account from the same
+	// address within Window make its next success a takeover.
+	Failures int           `yaml:"failures"`
+	Window   time.Duration `yaml:"window"`
+	// AfterStuffing makes a success from a source flagged for
+	// credential_stuffing within Window a takeover too.
+	AfterStuffing bool `yaml:"after_stuffing"`
+}
+
+// ExportConfig configures bulk_export.
+type ExportConfig struct {
+	Enabled   bool               `yaml:"enabled"`
+	Severity  shopguard.Severity `yaml:"severity"`
+	Threshold int64              `yaml:"threshold"` // records by one account within Window
+	Window    time.Duration      `yaml:"window"`
+	// AfterCompromise is how long after an impossible_travel or
+	// account_takeover finding any export of that account is raised with
+	// CompromiseSeverity.
+	AfterCompromise    time.Duration      `yaml:"after_compromise"`
+	CompromiseSeverity shopguard.Severity `yaml:"compromise_severity"`
+}
+
+// DefaultConfig holds the defaults of SPEC §3.
+var DefaultConfig = Config{
+	ImpossibleTravel: TravelConfig{Enabled: true, Severity: shopguard.SeverityHigh,
+		MaxSpeedKMH: 1000, MinDistanceKM: 500, Suppress: time.Hour},
+	BruteForce: BruteForceConfig{Enabled: true, Severity: shopguard.SeverityMedium,
+		Threshold: 10, Window: 10 * time.Minute},
+	CredentialStuffing: StuffingConfig{Enabled: true, Severity: shopguard.SeverityHigh,
+		Threshold: 20, Window: 10 * time.Minute, IPv4Prefix: 24, IPv6Prefix: 64},
+	AccountTakeover: TakeoverConfig{Enabled: true, Severity: shopguard.SeverityCritical,
+		Failures: 5, Window: time.Hour, AfterStuffing: true},
+	BulkExport: ExportConfig{Enabled: true, Severity: shopguard.SeverityHigh,
+		Threshold: 10000, Window: time.Hour, AfterCompromise: time.Hour,
+		CompromiseSeverity: shopguard.SeverityCritical},
+	MaxAccounts: 2_000_000,
+	MaxSources:  2_000_000,
+}
+
+// Limits that keep one key's state small whatever the configuration.
+const (
+	maxThreshold = 10_000
+	maxWindow    = 7 * 24 * time.Hour
+)
+
+// Validate returns every problem of c at once, each naming its key below
+// "detect." as it is spelled in the YAML file.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("detect.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	severity := func(key string, s shopguard.Severity) {
+		if !s.Valid() {
+			bad(key, "%q is not one of low, medium, high, critical", s)
+		}
+	}
+	window := func(key string, d time.Duration) {
+		if d <= 0 || d > maxWindow {
+			bad(key, "must be a duration above 0 and at most %s, got %s", maxWindow, d)
+		}
+	}
+	count := func(key string, n int64) {
+		if n < 1 || n > maxThreshold {
+			bad(key, "must be between 1 and %d, got %d", maxThreshold, n)
+		}
+	}
+
+	t := c.ImpossibleTravel
+	severity("impossible_travel.severity", t.Severity)
+	if t.MaxSpeedKMH <= 0 {
+		bad("impossible_travel.max_speed_kmh", "must be above 0, got %g", t.MaxSpeedKMH)
+	}
+	if t.MinDistanceKM < 0 {
+		bad("impossible_travel.min_distance_km", "must not be negative, got %g", t.MinDistanceKM)
+	}
+	window("impossible_travel.suppress", t.Suppress)
+
+	b := c.BruteForce
+	severity("brute_force.severity", b.Severity)
+	count("brute_force.threshold", int64(b.Threshold))
+	window("brute_force.window", b.Window)
+
+	s := c.CredentialStuffing
+	severity("credential_stuffing.severity", s.Severity)
+	count("credential_stuffing.threshold", int64(s.Threshold))
+	window("credential_stuffing.window", s.Window)
+	if s.IPv4Prefix < 8 || s.IPv4Prefix > 32 {
+		bad("credential_stuffing.ipv4_prefix", "must be between 8 and 32, got %d", s.IPv4Prefix)
+	}
+	if s.IPv6Prefix < 16 || s.IPv6Prefix > 128 {
+		bad("credential_stuffing.ipv6_prefix", "must be between 16 and 128, got %d", s.IPv6Prefix)
+	}
+
+	a := c.AccountTakeover
+	severity("account_takeover.severity", a.Severity)
+	count("account_takeover.failures", int64(a.Failures))
+	window("account_takeover.window", a.Window)
+
+	e := c.BulkExport
+	severity("bulk_export.severity", e.Severity)
+	severity("bulk_export.compromise_severity", e.CompromiseSeverity)
+	if e.Threshold < 1 {
+		bad("bulk_export.threshold", "must be at least 1, got %d", e.Threshold)
+	}
+	window("bulk_export.window", e.Window)
+	window("bulk_export.after_compromise", e.AfterCompromise)
+
+	if c.MaxAccounts < 1 {
+		bad("max_accounts", "must be at least 1, got %d", c.MaxAccounts)
+	}
+	if c.MaxSources < 1 {
+		bad("max_sources", "must be at least 1, got %d", c.MaxSources)
+	}
+	for i, n := range c.Allowlist {
+		if !n.IsValid() {
+			bad(fmt.Sprintf("allowlist[%d]", i), "is not a network")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Network is an allowlisted network: CIDR notation, or a bare address for
+// a single host.
+type Network struct{ netip.Prefix }
+
+// UnmarshalText parses "10.8.0.0/16", "2001:db8::/32" or "203.0.113.9".
+func (n *Network) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("%q is neither a CIDR network nor an address", s)
+		}
+		n.Prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		return nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return fmt.Errorf("%q is neither a CIDR network nor an address", s)
+	}
+	if p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	n.Prefix = p.Masked()
+	return nil
+}
+
+// MarshalText writes the network in CIDR notation.
+func (n Network) MarshalText() ([]byte, error) { return []byte(n.String()), nil }

@@ -1,0 +1,339 @@
+package detect
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/shopguard/shopguard"
+)
+
+// Rule is one detection rule. Rules are evaluated by the Engine in a fixed
+// order for every event and share its state.
+type Rule interface {
+	Name() string // stable, low-cardinality; used as a metric label
+	// Eval appends findings for ev to dst and returns it. It must not
+	// retain ev.
+	Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopguard.Finding
+}
+
+// account is the state of one admin account (shop_id + actor).
+type account struct {
+	h           uint64 // accountHash(shop, actor)
+	shop, actor string
+	fails       window // failed logins, for brute_force and account_takeover
+	exports     window // exported records, for bulk_export
+	logins      [travelKeep]login
+	nLogins     int
+
+	// Event times (unix ns) of the last finding of each rule, for the
+	// once-per-window suppression; 0 is never.
+	firedBrute, firedTravel, firedTakeover, firedExport, firedCritical int64
+
+	// The last impossible_travel or account_takeover finding, which makes
+	// exports after it critical.
+	compromised                    int64
+	compromisedID, compromisedRule string
+}
+
+// login is one located successful login, for impossible_travel.
+type login struct {
+	t   int64
+	ip  netip.Addr
+	geo shopguard.Geo
+}
+
+// travelKeep is how many located logins an account keeps, so that a login
+// arriving out of order is still compared with its neighbours in time.
+const travelKeep = 4
+
+// srcKey identifies a source: an address (full length) or a block.
+type srcKey struct {
+	addr [16]byte
+	bits uint8
+}
+
+// source is the state of one source of failed logins.
+type source struct {
+	prefix netip.Prefix
+	accts  []seen       // distinct accounts that failed from it, newest time each
+	addrs  []netip.Addr // a sample of distinct addresses, for blocks
+	fired  int64        // last credential_stuffing finding of its campaign
+	flag   int64        // when a finding named this source (for takeover)
+	flagID string       // that finding's id
+}
+
+// seen is one account that failed from a source, and when it last did.
+type seen struct {
+	h    uint64
+	t    int64
+	acct shopguard.Account
+}
+
+// Engine evaluates the rules over events in the order given. It is not safe
+// for concurrent use: one goroutine feeds it (see Run).
+type Engine struct {
+	cfg   Config
+	loc   shopguard.Locator
+	m     *Metrics
+	log   *slog.Logger
+	now   func() time.Time
+	allow []netip.Prefix
+
+	accounts *table[uint64, account]
+	sources  *table[srcKey, source]
+	rules    []Rule
+	mark     int64 // newest event time seen (unix ns): the watermark
+
+	// Per-event memo, so the rules share one lookup.
+	cur     *shopguard.Event
+	curAcct *account
+}
+
+// Option configures an Engine.
+type Option func(*Engine)
+
+// WithLocator sets the GeoIP locator; without one, travel is not judged.
+func WithLocator(l shopguard.Locator) Option { return func(e *Engine) { e.loc = l } }
+
+// WithMetrics sets the metrics the engine updates.
+func WithMetrics(m *Metrics) Option { return func(e *Engine) { e.m = m } }
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.log = l } }
+
+// WithClock sets the wall clock used for lag and latency metrics only;
+// detection never reads it.
+func WithClock(now func() time.Time) Option { return func(e *Engine) { e.now = now } }
+
+// New validates cfg and returns an engine with empty state.
+func New(cfg Config, opts ...Option) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, now: time.Now}
+	for _, o := range opts {
+		o(e)
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	for _, n := range cfg.Allowlist {
+		e.allow = append(e.allow, n.Prefix)
+	}
+	e.accounts = newTable[uint64, account](int64(e.accountHorizon()), cfg.MaxAccounts, e.m.evicted("account"))
+	e.sources = newTable[srcKey, source](int64(e.sourceHorizon()), cfg.MaxSources, e.m.evicted("source"))
+
+	if cfg.CredentialStuffing.Enabled {
+		e.rules = append(e.rules, stuffingRule{e})
+	}
+	if cfg.BruteForce.Enabled {
+		e.rules = append(e.rules, bruteRule{e})
+	}
+	if cfg.AccountTakeover.Enabled {
+		e.rules = append(e.rules, takeoverRule{e})
+	}
+	if cfg.ImpossibleTravel.Enabled {
+		if e.loc == nil {
+			e.log.Warn("no GeoIP database: impossible_travel is not judged; pass --geoip or set geoip.path")
+		}
+		e.rules = append(e.rules, travelRule{e})
+	}
+	if cfg.BulkExport.Enabled {
+		e.rules = append(e.rules, exportRule{e})
+	}
+	return e, nil
+}
+
+// accountHorizon is how long an idle account's state can still matter: the
+// longest window, and for travel the time in which the fastest plausible
+// traveller could not cross half the globe (20,037 km).
+func (e *Engine) accountHorizon() time.Duration {
+	c := e.cfg
+	h := max(c.BruteForce.Window, c.AccountTakeover.Window, c.BulkExport.Window, c.BulkExport.AfterCompromise, c.ImpossibleTravel.Suppress)
+	if c.ImpossibleTravel.Enabled {
+		travel := time.Duration(20037 / c.ImpossibleTravel.MaxSpeedKMH * float64(time.Hour))
+		h = max(h, min(travel, maxWindow))
+	}
+	return h
+}
+
+// sourceHorizon: stuffing counts within its window, and a flag set by it
+// must outlive the takeover window.
+func (e *Engine) sourceHorizon() time.Duration {
+	return max(e.cfg.CredentialStuffing.Window, e.cfg.AccountTakeover.Window)
+}
+
+// Process evaluates every rule for ev, appends the findings to dst and
+// returns it. It does not retain ev.
+func (e *Engine) Process(dst []shopguard.Finding, ev *shopguard.Event) []shopguard.Finding {
+	t := ev.Time.UnixNano()
+	if t > e.mark {
+		e.mark = t
+		e.accounts.advance(t)
+		e.sources.advance(t)
+	}
+	switch ev.Action {
+	case shopguard.ActionLoginFailure:
+		a := e.account(ev)
+		c := e.cfg
+		keep := max(c.BruteForce.Window, c.AccountTakeover.Window)
+		a.fails.add(stamp{t: t, n: 1, addr: ev.IP}, e.mark-int64(keep), 8*max(c.BruteForce.Threshold, c.AccountTakeover.Failures, 32))
+	case shopguard.ActionLoginSuccess:
+		e.account(ev)
+	case shopguard.ActionCustomersExport, shopguard.ActionOrdersExport:
+		a := e.account(ev)
+		keep := e.cfg.BulkExport.Window
+		a.exports.add(stamp{t: t, n: ev.Records}, e.mark-int64(keep), 4096)
+	default:
+		return dst
+	}
+	n := len(dst)
+	for _, r := range e.rules {
+		dst = r.Eval(dst, ev)
+	}
+	e.cur, e.curAcct = nil, nil
+	for i := n; i < len(dst); i++ {
+		e.m.found(&dst[i])
+	}
+	return dst
+}
+
+// account returns the state of ev's account, creating it. Within one event
+// every caller gets the same pointer.
+func (e *Engine) account(ev *shopguard.Event) *account {
+	if e.cur == ev {
+		return e.curAcct
+	}
+	h := accountHash(ev.ShopID, ev.Actor)
+	for {
+		a := e.accounts.get(h)
+		if a == nil {
+			a = &account{h: h, shop: strings.Clone(ev.ShopID), actor: strings.Clone(ev.Actor)}
+			e.accounts.put(h, a)
+		} else if a.shop != ev.ShopID || a.actor != ev.Actor {
+			h++ // a 64-bit hash collision: probe on
+			continue
+		}
+		e.cur, e.curAcct = ev, a
+		return a
+	}
+}
+
+func accountHash(shop, actor string) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	_, _ = d.WriteString(shop)
+	_, _ = d.Write([]byte{0})
+	_, _ = d.WriteString(actor)
+	return d.Sum64()
+}
+
+// source returns the state of the source p, creating it.
+func (e *Engine) source(p netip.Prefix) *source {
+	k := srcKey{addr: p.Addr().As16(), bits: uint8(p.Bits())}
+	s := e.sources.get(k)
+	if s == nil {
+		s = &source{prefix: p}
+		e.sources.put(k, s)
+	}
+	return s
+}
+
+// lookSource returns the state of the source p, or nil.
+func (e *Engine) lookSource(p netip.Prefix) *source {
+	return e.sources.get(srcKey{addr: p.Addr().As16(), bits: uint8(p.Bits())})
+}
+
+// blockOf returns ip's block for credential_stuffing.
+func (e *Engine) blockOf(ip netip.Addr) netip.Prefix {
+	bits := e.cfg.CredentialStuffing.IPv6Prefix
+	if ip.Is4() {
+		bits = e.cfg.CredentialStuffing.IPv4Prefix
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
+
+// allowed reports whether ip is in an allowlisted network.
+func (e *Engine) allowed(ip netip.Addr) bool {
+	for _, p := range e.allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Run processes batches from in until in is closed, hands each batch's
+// findings to sink and only then calls the batch's Done, so that a source
+// commits nothing whose findings are not held by the sink. It returns nil
+// when in is closed, or the sink's error, which leaves the batch
+// unacknowledged. ctx bounds the sink's deliveries.
+func (e *Engine) Run(ctx context.Context, in <-chan shopguard.Batch, sink shopguard.Sink) error {
+	var fs []shopguard.Finding
+	for b := range in {
+		fs = fs[:0]
+		for i := range b.Events {
+			fs = e.Process(fs, &b.Events[i])
+		}
+		if len(fs) > 0 {
+			if err := sink.Send(ctx, fs...); err != nil {
+				return fmt.Errorf("hand %d findings to the sinks: %w", len(fs), err)
+			}
+		}
+		if b.Done != nil {
+			b.Done()
+		}
+		e.observe(&b)
+	}
+	return nil
+}
+
+// observe updates the per-batch metrics.
+func (e *Engine) observe(b *shopguard.Batch) {
+	if e.m == nil {
+		return
+	}
+	now := e.now()
+	e.m.events.Add(float64(len(b.Events)))
+	if e.mark > 0 {
+		e.m.lag.Set(now.Sub(time.Unix(0, e.mark)).Seconds())
+	}
+	if !b.Received.IsZero() {
+		e.m.latency.Observe(now.Sub(b.Received).Seconds())
+	}
+	e.m.entries.WithLabelValues("account").Set(float64(e.accounts.len()))
+	e.m.entries.WithLabelValues("source").Set(float64(e.sources.len()))
+}
+
+// Stats summarises the engine's state, for logs and tests.
+type Stats struct {
+	Accounts, Sources int
+	Watermark         time.Time
+}
+
+// Stats returns the current state sizes and watermark.
+func (e *Engine) Stats() Stats {
+	var w time.Time
+	if e.mark != 0 {
+		w = time.Unix(0, e.mark).UTC()
+	}
+	return Stats{Accounts: e.accounts.len(), Sources: e.sources.len(), Watermark: w}
+}
+
+// haversineKM is the great-circle distance between two points.
+func haversineKM(lat1, lon1, lat2, lon2 float64) float64 {
+	const r = 6371.0088 // mean Earth radius, km
+	rad := math.Pi / 180
+	dlat := (lat2 - lat1) * rad
+	dlon := (lon2 - lon1) * rad
+	a := math.Sin(dlat/2)*math.Sin(dlat/2) + math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dlon/2)*math.Sin(dlon/2)
+	return 2 * r * math.Asin(math.Min(1, math.Sqrt(a)))
+}

@@ -1,0 +1,78 @@
+package detect
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/shopguard/shopguard"
+)
+
+// Metrics are the engine's Prometheus metrics. A nil *Metrics is valid and
+// records nothing.
+type Metrics struct {
+	findings  *prometheus.CounterVec
+	events    prometheus.Counter
+	lag       prometheus.Gauge
+	latency   prometheus.Histogram
+	entries   *prometheus.GaugeVec
+	evictions *prometheus.CounterVec
+}
+
+// NewMetrics registers the engine's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	m := &Metrics{
+		findings: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "shopguard_findings_total",
+			Help: "Findings raised, by rule and severity.",
+		}, []string{"rule", "severity"}),
+		events: f.NewCounter(prometheus.CounterOpts{
+			Name: "shopguard_engine_events_total",
+			Help: "Events the detection engine processed.",
+		}),
+		lag: f.NewGauge(prometheus.GaugeOpts{
+			Name: "shopguard_event_lag_seconds",
+			Help: "Wall-clock time minus the event time of the newest event processed.",
+		}),
+		latency: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shopguard_processing_latency_seconds",
+			Help:    "Time from a source taking in a batch of events to its findings being handed to the sinks.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		entries: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shopguard_state_entries",
+			Help: "Keys the engine tracks, by kind (account, source).",
+		}, []string{"kind"}),
+		evictions: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "shopguard_state_evictions_total",
+			Help: "State entries evicted, by kind and reason (expired: idle past the longest window in event time; cap: max_accounts or max_sources reached).",
+		}, []string{"kind", "reason"}),
+	}
+	for _, rule := range shopguard.Rules() {
+		for _, s := range shopguard.Severities() {
+			m.findings.WithLabelValues(rule, string(s))
+		}
+	}
+	for _, k := range []string{"account", "source"} {
+		m.entries.WithLabelValues(k)
+		for _, r := range []string{"expired", "cap"} {
+			m.evictions.WithLabelValues(k, r)
+		}
+	}
+	return m
+}
+
+func (m *Metrics) found(f *shopguard.Finding) {
+	if m != nil {
+		m.findings.WithLabelValues(f.Rule, string(f.Severity)).Inc()
+	}
+}
+
+// evicted returns the callback a state table reports evictions to.
+func (m *Metrics) evicted(kind string) func(reason string, n int) {
+	return func(reason string, n int) {
+		if m != nil {
+			m.evictions.WithLabelValues(kind, reason).Add(float64(n))
+		}
+	}
+}

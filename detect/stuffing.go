@@ -1,0 +1,147 @@
+package detect
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/shopguard/shopguard"
+)
+
+// stuffingRule raises credential_stuffing when failed logins from one source
+// hit at least Threshold distinct accounts within Window. A source is an
+// address and also its block (IPv4 /24, IPv6 /64 by default), so that
+// rotating addresses inside a block does not evade the rule. One campaign
+// gives one finding per window: the block's suppression covers the address.
+type stuffingRule struct{ e *Engine }
+
+func (stuffingRule) Name() string { return shopguard.RuleCredentialStuffing }
+
+func (r stuffingRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopguard.Finding {
+	if ev.Action != shopguard.ActionLoginFailure {
+		return dst
+	}
+	e := r.e
+	c := e.cfg.CredentialStuffing
+	a := e.account(ev)
+	h := a.h
+	t := ev.Time.UnixNano()
+	limit := max(2*c.Threshold, 64)
+
+	addrP := netip.PrefixFrom(ev.IP, ev.IP.BitLen())
+	as := e.source(addrP)
+	as.note(h, t, a, limit)
+	guard := as
+	var bs *source
+	if blockP := e.blockOf(ev.IP); blockP.Bits() != addrP.Bits() {
+		bs = e.source(blockP)
+		bs.note(h, t, a, limit)
+		bs.noteAddr(ev.IP)
+		guard = bs
+	}
+	if quiet(guard.fired, t, c.Window) {
+		return dst
+	}
+	hit := as
+	n, first := as.distinct(t, c.Window)
+	if n < c.Threshold {
+		if bs == nil {
+			return dst
+		}
+		if n, first = bs.distinct(t, c.Window); n < c.Threshold {
+			return dst
+		}
+		hit = bs
+	}
+
+	guard.fired, as.fired = t, t
+	ip := ev.IP.String()
+	var addrs []string
+	if hit == bs {
+		ip = bs.prefix.String()
+		addrs = make([]string, len(bs.addrs))
+		for i, x := range bs.addrs {
+			addrs[i] = x.String()
+		}
+	}
+	f := newFinding(r.Name(), c.Severity, ev, "", "", ip,
+		fmt.Sprintf("failed logins against %d accounts from %s within %s", n, ip, human(c.Window)),
+		shopguard.Evidence{
+			Count:     int64(n),
+			Threshold: int64(c.Threshold),
+			Window:    human(c.Window),
+			First:     time.Unix(0, first).UTC(),
+			Accounts:  hit.sample(t, c.Window),
+			Addresses: addrs,
+		})
+	hit.flag, hit.flagID = t, f.ID
+	return append(dst, f)
+}
+
+// note records that account h (a) failed from s at t, keeping at most limit
+// accounts, the most recent.
+func (s *source) note(h uint64, t int64, a *account, limit int) {
+	for i := range s.accts {
+		if s.accts[i].h == h {
+			s.accts[i].t = max(s.accts[i].t, t)
+			return
+		}
+	}
+	x := seen{h: h, t: t, acct: shopguard.Account{ShopID: a.shop, Actor: a.actor}}
+	if len(s.accts) < limit {
+		s.accts = append(s.accts, x)
+		return
+	}
+	oldest := 0
+	for i := range s.accts {
+		if s.accts[i].t < s.accts[oldest].t {
+			oldest = i
+		}
+	}
+	s.accts[oldest] = x
+}
+
+// noteAddr keeps a sample of the block's distinct addresses.
+func (s *source) noteAddr(ip netip.Addr) {
+	if len(s.addrs) < sampleSize && !slices.Contains(s.addrs, ip) {
+		s.addrs = append(s.addrs, ip)
+	}
+}
+
+// distinct counts the accounts whose latest failure from s lies within
+// [t-w, t], and returns the earliest such time.
+func (s *source) distinct(t int64, w time.Duration) (n int, first int64) {
+	from := t - int64(w)
+	first = t
+	for i := range s.accts {
+		if at := s.accts[i].t; at >= from && at <= t {
+			n++
+			first = min(first, at)
+		}
+	}
+	return n, first
+}
+
+// sample lists up to sampleSize accounts counted in [t-w, t], sorted so that
+// the evidence does not depend on eviction order.
+func (s *source) sample(t int64, w time.Duration) []shopguard.Account {
+	from := t - int64(w)
+	var out []shopguard.Account
+	for i := range s.accts {
+		if at := s.accts[i].t; at >= from && at <= t {
+			out = append(out, s.accts[i].acct)
+		}
+	}
+	slices.SortFunc(out, func(x, y shopguard.Account) int {
+		if c := strings.Compare(x.ShopID, y.ShopID); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Actor, y.Actor)
+	})
+	if len(out) > sampleSize {
+		out = out[:sampleSize]
+	}
+	return out
+}

@@ -1,0 +1,83 @@
+package detect
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/shopguard/shopguard"
+)
+
+// takeoverRule raises account_takeover for a successful login from an
+// address that, within Window, failed at least Failures times on the same
+// account, or that (or its block) was named by a credential_stuffing
+// finding.
+type takeoverRule struct{ e *Engine }
+
+func (takeoverRule) Name() string { return shopguard.RuleAccountTakeover }
+
+func (r takeoverRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopguard.Finding {
+	if ev.Action != shopguard.ActionLoginSuccess {
+		return dst
+	}
+	e := r.e
+	c := e.cfg.AccountTakeover
+	a := e.account(ev)
+	t := ev.Time.UnixNano()
+	if quiet(a.firedTakeover, t, c.Window) {
+		return dst
+	}
+	from := t - int64(c.Window)
+	var n int64
+	first := t
+	for i := range a.fails.s {
+		if s := &a.fails.s[i]; s.addr == ev.IP && s.t >= from && s.t <= t {
+			n++
+			first = min(first, s.t)
+		}
+	}
+	var evd shopguard.Evidence
+	var summary string
+	switch {
+	case n >= int64(c.Failures):
+		evd = shopguard.Evidence{Cause: "failures", Count: n, Threshold: int64(c.Failures),
+			Window: human(c.Window), First: timeOf(first)}
+		summary = fmt.Sprintf("successful login from %s after %d failed logins from it within %s", ev.IP, n, human(c.Window))
+	case c.AfterStuffing:
+		s := e.flaggedSource(ev.IP, from, t)
+		if s == nil {
+			return dst
+		}
+		evd = shopguard.Evidence{Cause: shopguard.RuleCredentialStuffing, CauseID: s.flagID,
+			CauseRule: shopguard.RuleCredentialStuffing, Window: human(c.Window), First: timeOf(s.flag)}
+		if s.prefix.Bits() == ev.IP.BitLen() {
+			summary = fmt.Sprintf("successful login from %s, flagged for credential stuffing at %s", ev.IP, timeOf(s.flag).Format("15:04:05Z07:00"))
+		} else {
+			summary = fmt.Sprintf("successful login from %s in %s, flagged for credential stuffing at %s", ev.IP, s.prefix, timeOf(s.flag).Format("15:04:05Z07:00"))
+		}
+	default:
+		return dst
+	}
+	f := newFinding(r.Name(), c.Severity, ev, a.shop, a.actor, ev.IP.String(), summary, evd)
+	a.firedTakeover = t
+	a.compromise(t, &f)
+	return append(dst, f)
+}
+
+// flaggedSource returns the state of ip, or of its block, if a
+// credential_stuffing finding named it within [from, t].
+func (e *Engine) flaggedSource(ip netip.Addr, from, t int64) *source {
+	for _, p := range [2]netip.Prefix{netip.PrefixFrom(ip, ip.BitLen()), e.blockOf(ip)} {
+		if s := e.lookSource(p); s != nil && s.flag != 0 && s.flag >= from && s.flag <= t {
+			return s
+		}
+	}
+	return nil
+}
+
+// compromise marks the account as probably in an attacker's hands since t,
+// which makes its exports critical (bulk_export).
+func (a *account) compromise(t int64, f *shopguard.Finding) {
+	if t >= a.compromised {
+		a.compromised, a.compromisedID, a.compromisedRule = t, f.ID, f.Rule
+	}
+}
