@@ -1,0 +1,258 @@
+package alert
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/shopguard/shopguard"
+)
+
+// The SASL mechanisms the Kafka sink supports.
+const (
+	SASLScramSHA256 = "SCRAM-SHA-256"
+	SASLScramSHA512 = "SCRAM-SHA-512"
+	SASLPlain       = "PLAIN"
+)
+
+// SASLConfig is SASL authentication to Kafka. An empty Mechanism means none.
+type SASLConfig struct {
+	// Mechanism is SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (PLAIN only
+	// together with TLS, since it sends the password as is).
+	Mechanism    string `yaml:"mechanism"`
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file,omitempty"`
+	PasswordEnv  string `yaml:"password_env,omitempty"`
+}
+
+// KafkaConfig configures the Kafka findings topic sink (`sinks.kafka`).
+type KafkaConfig struct {
+	// Brokers are the bootstrap brokers, host:port.
+	Brokers []string `yaml:"brokers"`
+	// Topic is the findings topic. It must exist (or the cluster must
+	// create topics automatically).
+	Topic string     `yaml:"topic"`
+	TLS   TLSConfig  `yaml:"tls,omitempty"`
+	SASL  SASLConfig `yaml:"sasl,omitempty"`
+	// Timeout bounds one produce attempt, including its connection set-up.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// DefaultKafkaConfig is the Kafka sink unless configured.
+var DefaultKafkaConfig = KafkaConfig{Topic: "shopguard-findings", Timeout: 10 * time.Second}
+
+// UnmarshalYAML fills the fields the YAML leaves out from
+// DefaultKafkaConfig, keeping the decoder strict.
+func (c *KafkaConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultKafkaConfig
+	type plain KafkaConfig
+	return unmarshal((*plain)(c))
+}
+
+// Validate reports every problem of the config, naming its key.
+func (c KafkaConfig) Validate() error { return c.validate(configKey + ".kafka").err() }
+
+func (c KafkaConfig) validate(key string) problems {
+	var p problems
+	if len(c.Brokers) == 0 {
+		p.addf(key+".brokers", "at least one broker is required")
+	}
+	for i, b := range c.Brokers {
+		if host, port, err := net.SplitHostPort(b); err != nil || host == "" || port == "" {
+			p.addf(fmt.Sprintf("%s.brokers[%d]", key, i), "%q is not host:port", b)
+		}
+	}
+	if c.Topic == "" {
+		p.addf(key+".topic", "required")
+	}
+	p.add(c.TLS.validate(key + ".tls"))
+	if !c.TLS.Enabled && !c.TLS.isZero() {
+		p.addf(key+".tls.enabled", "TLS options are set but enabled is false")
+	}
+	if s := c.SASL; s != (SASLConfig{}) {
+		oneOf(&p, key+".sasl.mechanism", s.Mechanism, SASLScramSHA256, SASLScramSHA512, SASLPlain)
+		if s.Username == "" {
+			p.addf(key+".sasl.username", "required")
+		}
+		secretRef(&p, key+".sasl.password", s.PasswordFile, s.PasswordEnv, true)
+		if s.Mechanism == SASLPlain && !c.TLS.Enabled {
+			p.addf(key+".sasl.mechanism", "PLAIN sends the password in clear text; enable tls or use SCRAM-SHA-512")
+		}
+	}
+	if c.Timeout <= 0 {
+		p.addf(key+".timeout", "%s is not positive", c.Timeout)
+	}
+	return p
+}
+
+// mechanism builds the SASL mechanism, reading the password.
+func (c SASLConfig) mechanism(key string) (sasl.Mechanism, error) {
+	if c == (SASLConfig{}) {
+		return nil, nil
+	}
+	password, err := readSecret(key+".password", c.PasswordFile, c.PasswordEnv)
+	if err != nil {
+		return nil, err
+	}
+	var m sasl.Mechanism
+	switch c.Mechanism {
+	case SASLPlain:
+		return plain.Mechanism{Username: c.Username, Password: password}, nil
+	case SASLScramSHA256:
+		m, err = scram.Mechanism(scram.SHA256, c.Username, password)
+	case SASLScramSHA512:
+		m, err = scram.Mechanism(scram.SHA512, c.Username, password)
+	}
+	if err != nil {
+		// scram rejects user names it cannot normalise; the error does not
+		// contain the password.
+		return nil, fmt.Errorf("%s.mechanism: %w", key, err)
+	}
+	return m, nil
+}
+
+// Kafka is a record sink that produces findings to the findings topic: key
+// the finding id (so a compacted topic keeps one copy, and every copy of a
+// finding lands on the same partition), value the finding's JSON, headers
+// rule and severity. Send returns once every broker in the in-sync replica
+// set has the findings (acks=all), retrying with backoff until its context
+// is done.
+type Kafka struct {
+	w         *kafka.Writer
+	transport *kafka.Transport
+	topic     string
+	backoff   backoff
+	m         sinkMetrics
+	log       *slog.Logger
+}
+
+var _ shopguard.Sink = (*Kafka)(nil)
+
+// NewKafka validates cfg, reads the SASL password and TLS files it names,
+// and returns the sink. It does not connect until the first Send. m may be
+// shared with other sinks; nil means unregistered metrics. A nil logger
+// discards.
+func NewKafka(cfg KafkaConfig, m *Metrics, logger *slog.Logger) (*Kafka, error) {
+	const key = configKey + ".kafka"
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger = orDiscard(logger)
+	tr := &kafka.Transport{ClientID: "shopguard", DialTimeout: cfg.Timeout}
+	if cfg.TLS.Enabled {
+		tc, err := cfg.TLS.build(key + ".tls")
+		if err != nil {
+			return nil, err
+		}
+		tr.TLS = tc
+	}
+	mech, err := cfg.SASL.mechanism(key + ".sasl")
+	if err != nil {
+		return nil, err
+	}
+	tr.SASL = mech
+	kl := logger.With("sink", sinkKafka)
+	w := &kafka.Writer{
+		Addr:         kafka.TCP(cfg.Brokers...),
+		Topic:        cfg.Topic,
+		Balancer:     &kafka.Murmur2Balancer{}, // the Java client's partitioner
+		RequiredAcks: kafka.RequireAll,
+		// Send retries itself (with metrics and logs); the writer's own
+		// retries only ride out a leader change.
+		MaxAttempts:     3,
+		WriteBackoffMin: 50 * time.Millisecond,
+		WriteBackoffMax: 500 * time.Millisecond,
+		// A synchronous write of fewer than BatchSize messages waits this
+		// long for more; the commit path must not.
+		BatchSize:    1000,
+		BatchTimeout: 2 * time.Millisecond,
+		ReadTimeout:  cfg.Timeout,
+		WriteTimeout: cfg.Timeout,
+		Transport:    tr,
+		Logger: kafka.LoggerFunc(func(msg string, args ...any) {
+			if kl.Enabled(context.Background(), slog.LevelDebug) {
+				kl.Debug(fmt.Sprintf(msg, args...))
+			}
+		}),
+		// Errors come back from WriteMessages and are logged there.
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			if kl.Enabled(context.Background(), slog.LevelDebug) {
+				kl.Debug(fmt.Sprintf(msg, args...))
+			}
+		}),
+	}
+	return &Kafka{w: w, transport: tr, topic: cfg.Topic, backoff: recordBackoff, m: m.forSink(sinkKafka), log: logger}, nil
+}
+
+// Send produces one message per finding and returns once all are
+// acknowledged, or the last error once ctx is done. After a partial failure
+// only the messages that failed are produced again.
+func (k *Kafka) Send(ctx context.Context, fs ...shopguard.Finding) error {
+	if len(fs) == 0 {
+		return nil
+	}
+	pending := make([]kafka.Message, len(fs))
+	for i := range fs {
+		f := &fs[i]
+		v, err := marshalFinding(f)
+		if err != nil {
+			return fmt.Errorf("kafka sink: %w", err)
+		}
+		pending[i] = kafka.Message{
+			Key:   []byte(f.ID),
+			Value: v,
+			Headers: []kafka.Header{
+				{Key: "rule", Value: []byte(f.Rule)},
+				{Key: "severity", Value: []byte(f.Severity)},
+			},
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		err := k.w.WriteMessages(ctx, pending...)
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("kafka sink: produce %d findings to %s: %w", len(pending), k.topic, errors.Join(ctx.Err(), err))
+		}
+		k.m.delivered(err)
+		if err == nil {
+			if attempt > 0 {
+				k.log.Info("kafka sink delivered after retries", "topic", k.topic, "attempts", attempt+1)
+			}
+			return nil
+		}
+		var werrs kafka.WriteErrors
+		if errors.As(err, &werrs) && len(werrs) == len(pending) {
+			failed := pending[:0:0]
+			for i, e := range werrs {
+				if e != nil {
+					failed = append(failed, pending[i])
+				}
+			}
+			pending = failed
+		}
+		wait := k.backoff.delay(attempt)
+		k.log.Warn("kafka sink produce did not succeed; will retry, holding back the pipeline", "topic", k.topic,
+			"findings", len(pending), "attempt", attempt+1, "retry_in", wait, "class", ClassifyError(err), "err", err)
+		if sleepCtx(ctx, wait) != nil {
+			return fmt.Errorf("kafka sink: produce %d findings to %s: %w", len(pending), k.topic, errors.Join(ctx.Err(), err))
+		}
+		k.m.retries.Inc()
+	}
+}
+
+// Close flushes and closes the writer and its connections.
+func (k *Kafka) Close() error {
+	err := k.w.Close()
+	k.transport.CloseIdleConnections()
+	if err != nil {
+		return fmt.Errorf("close kafka writer: %w", err)
+	}
+	return nil
+}
