@@ -114,9 +114,9 @@ func NewAlertmanager(cfg AlertmanagerConfig, m *Metrics, logger *slog.Logger) (*
 		return nil, err
 	}
 	a := &Alertmanager{cfg: cfg, client: client, header: http.Header{}, limit: newLogLimiter(time.Minute)}
+	var password string
 	if ba := cfg.BasicAuth; ba != nil {
-		password, err := readSecret(key+".basic_auth.password", ba.PasswordFile, ba.PasswordEnv)
-		if err != nil {
+		if password, err = readSecret(key+".basic_auth.password", ba.PasswordFile, ba.PasswordEnv); err != nil {
 			return nil, err
 		}
 		a.header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(ba.Username+":"+password)))
@@ -126,7 +126,7 @@ func NewAlertmanager(cfg AlertmanagerConfig, m *Metrics, logger *slog.Logger) (*
 		if !strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/api/v2/alerts") {
 			u = u.JoinPath("api/v2/alerts")
 		}
-		a.endpoints = append(a.endpoints, newEndpoint(u, false))
+		a.endpoints = append(a.endpoints, newEndpoint(u, false, password))
 	}
 	a.notifier = newNotifier(sinkAlertmanager, cfg.QueueConfig, a.deliver, m.forSink(sinkAlertmanager), logger)
 	return a, nil

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -26,20 +27,48 @@ func newHTTPClient(key string, cfg TLSConfig, timeout time.Duration) (*http.Clie
 	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }
 
-// endpoint is a receiver URL and the form of it that may be logged.
+// endpoint is a receiver URL, the form of it that may be logged, and the
+// secrets that must not reach a log through it.
 type endpoint struct {
 	url     string
 	display string
+	// secrets are removed from the answers quoted in errors, in case a
+	// receiver or a proxy echoes the request back.
+	secrets []string
 }
 
 // newEndpoint keeps u and, for logs, either all of it or, when the path
-// may carry a secret token (webhook URLs), only scheme and host.
-func newEndpoint(u *url.URL, pathIsSecret bool) endpoint {
-	display := u.Redacted()
+// may carry a secret token (webhook URLs), only scheme and host. secrets
+// are further values to keep out of error messages.
+func newEndpoint(u *url.URL, pathIsSecret bool, secrets ...string) endpoint {
+	ep := endpoint{url: u.String(), display: u.Redacted()}
 	if pathIsSecret {
-		display = u.Scheme + "://" + u.Host
+		ep.display = u.Scheme + "://" + u.Host
+		secrets = append(secrets, u.EscapedPath(), u.Path, u.RawQuery)
 	}
-	return endpoint{url: u.String(), display: display}
+	for _, s := range secrets {
+		if len(s) >= 4 {
+			ep.secrets = append(ep.secrets, s)
+		}
+	}
+	return ep
+}
+
+// redact replaces the endpoint's secrets and the credentials of the
+// request header in s.
+func (ep endpoint) redact(s string, header http.Header) string {
+	for _, secret := range ep.secrets {
+		s = strings.ReplaceAll(s, secret, "<redacted>")
+	}
+	for _, v := range header.Values("Authorization") {
+		_, cred, _ := strings.Cut(v, " ")
+		for _, secret := range []string{v, cred} {
+			if len(secret) >= 4 {
+				s = strings.ReplaceAll(s, secret, "<redacted>")
+			}
+		}
+	}
+	return s
 }
 
 // post sends body to ep and reads the answer. Any 2xx is success; another
@@ -65,8 +94,9 @@ func post(ctx context.Context, client *http.Client, ep endpoint, body []byte, he
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 != 2 {
+		quoted := ep.redact(string(bytes.TrimSpace(snippet)), header)
 		return fmt.Errorf("post to %s: %w", ep.display,
-			&statusError{code: resp.StatusCode, body: truncate(escapeText(string(bytes.TrimSpace(snippet))), 256)})
+			&statusError{code: resp.StatusCode, body: truncate(escapeText(quoted), 256)})
 	}
 	return nil
 }

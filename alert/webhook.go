@@ -161,7 +161,7 @@ func NewWebhook(cfg WebhookConfig, m *Metrics, logger *slog.Logger) (*Webhook, e
 	if err != nil {
 		return nil, err
 	}
-	w := &Webhook{format: cfg.Format, endpoint: newEndpoint(u, true), client: client}
+	w := &Webhook{format: cfg.Format, endpoint: newEndpoint(u, true, secret), client: client}
 	if secret != "" {
 		w.secret = []byte(secret)
 	} else if cfg.Format == FormatJSON {
