@@ -415,8 +415,7 @@ func TestNotifierShutdownBudgetDropsAndLogs(t *testing.T) {
 
 func TestAlertmanagerTLSWithCAFile(t *testing.T) {
 	am := newFakeAM(t)
-	srv := httptest.NewTLSServer(am)
-	defer srv.Close()
+	srv := newTestTLSServer(t, am)
 	ca := writeFile(t, "ca.pem", string(pemCert(srv.Certificate().Raw)))
 
 	cfg := DefaultAlertmanagerConfig

@@ -37,14 +37,15 @@ const configKey = "sinks"
 // Validate returns every problem of the configured sinks at once, joined
 // with errors.Join, each naming its key (e.g. "sinks.alertmanager.urls[0]").
 // It checks the configuration only; secrets and certificates are read, and
-// may fail, when the sinks are built.
+// may fail, when the sinks are built. sinks.kafka.brokers may be empty here,
+// for the program to fill in before Build (see KafkaConfig.Brokers).
 func (c Config) Validate() error {
 	var p problems
 	if c.File != nil {
 		p.add(c.File.validate(configKey + ".file"))
 	}
 	if c.Kafka != nil {
-		p.add(c.Kafka.validate(configKey + ".kafka"))
+		p.add(c.Kafka.validate(configKey+".kafka", false))
 	}
 	if c.Alertmanager != nil {
 		p.add(c.Alertmanager.validate(configKey + ".alertmanager"))

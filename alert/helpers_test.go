@@ -3,6 +3,8 @@ package alert
 import (
 	"bytes"
 	"encoding/pem"
+	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -157,3 +159,22 @@ func newTestMetrics() (*prometheus.Registry, *Metrics) {
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// newTestServer starts an httptest server for h whose own error log (TLS
+// handshake noise) is discarded, and closes it when the test ends.
+func newTestServer(t *testing.T, h http.Handler) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// newTestTLSServer is newTestServer with TLS.
+func newTestTLSServer(t *testing.T, h http.Handler) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}

@@ -35,7 +35,9 @@ type SASLConfig struct {
 
 // KafkaConfig configures the Kafka findings topic sink (`sinks.kafka`).
 type KafkaConfig struct {
-	// Brokers are the bootstrap brokers, host:port.
+	// Brokers are the bootstrap brokers, host:port. Config.Validate lets
+	// them be empty so that the program can fill in the brokers it consumes
+	// from (shopguard run does); NewKafka requires them.
 	Brokers []string `yaml:"brokers"`
 	// Topic is the findings topic. It must exist (or the cluster must
 	// create topics automatically).
@@ -57,12 +59,13 @@ func (c *KafkaConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	return unmarshal((*plain)(c))
 }
 
-// Validate reports every problem of the config, naming its key.
-func (c KafkaConfig) Validate() error { return c.validate(configKey + ".kafka").err() }
+// Validate reports every problem of the config, naming its key. The
+// brokers are required here.
+func (c KafkaConfig) Validate() error { return c.validate(configKey+".kafka", true).err() }
 
-func (c KafkaConfig) validate(key string) problems {
+func (c KafkaConfig) validate(key string, needBrokers bool) problems {
 	var p problems
-	if len(c.Brokers) == 0 {
+	if needBrokers && len(c.Brokers) == 0 {
 		p.addf(key+".brokers", "at least one broker is required")
 	}
 	for i, b := range c.Brokers {
