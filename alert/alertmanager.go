@@ -144,10 +144,11 @@ func (a *Alertmanager) Send(_ context.Context, fs ...shopguard.Finding) error {
 // last Send: findings sent after Run returned are dropped.
 func (a *Alertmanager) Run(ctx context.Context) error { return a.run(ctx) }
 
-// deliver posts one batch to every Alertmanager at once. An HA pair
-// de-duplicates between its members, so the batch counts as delivered when
-// any of them accepted it; the failures are logged (rate-limited) but not
-// retried, since the members gossip what they received.
+// deliver posts one batch to every Alertmanager at once and counts it as
+// delivered when any of them accepted it, as Prometheus does: members of an
+// HA cluster do not share alerts, but each one holding an alert can notify,
+// and they share the notification log so a receiver is not paged twice. A
+// member that missed the batch is logged (rate-limited), not retried.
 func (a *Alertmanager) deliver(ctx context.Context, batch []shopguard.Finding) error {
 	body, err := a.encode(batch, time.Now())
 	if err != nil {

@@ -68,6 +68,7 @@ type File struct {
 	backoff  backoff
 	m        sinkMetrics
 	log      *slog.Logger
+	health   health
 
 	mu    sync.Mutex
 	size  int64  // end of the last complete write
@@ -135,6 +136,7 @@ func (fl *File) Send(ctx context.Context, fs ...shopguard.Finding) error {
 	for attempt := 0; ; attempt++ {
 		err := fl.write(buf)
 		fl.m.delivered(err)
+		fl.health.set(err)
 		if err == nil {
 			if attempt > 0 {
 				fl.log.Info("file sink writable again", "path", fl.path, "attempts", attempt+1)
@@ -187,6 +189,14 @@ func (fl *File) write(buf []byte) error {
 		fl.log.Error("could not roll back a partial write; the file may hold one broken line", "path", fl.path, "err", terr)
 	}
 	return err
+}
+
+// Ready returns nil unless the last write failed, and then its error.
+func (fl *File) Ready() error {
+	if err := fl.health.get(); err != nil {
+		return fmt.Errorf("file sink: %w", err)
+	}
+	return nil
 }
 
 // Close syncs and closes the file. It does not close standard output.

@@ -150,10 +150,13 @@ func TestFileWaitsWhileDownUntilContextEnds(t *testing.T) {
 		require.Equal(t, 0.0, metric(t, reg, "shopguard_sink_up", "file"))
 		require.Greater(t, metric(t, reg, "shopguard_sink_retries_total", "file"), 10.0)
 		require.Empty(t, readJSONL(t, path), "nothing half-written")
+		fan := NewFanout([]shopguard.Sink{fl}, nil)
+		require.ErrorIs(t, fan.Ready(), syscall.ENOSPC, "not ready while a record sink is down")
 
 		// Back up: the same findings go through.
 		flaky.setFails(0)
 		require.NoError(t, fl.Send(t.Context(), numbered(2)...))
+		require.NoError(t, fan.Ready())
 		require.Equal(t, numbered(2), readJSONL(t, path))
 		require.Equal(t, 1.0, metric(t, reg, "shopguard_sink_up", "file"))
 		require.NoError(t, fl.Close())

@@ -135,6 +135,7 @@ type Kafka struct {
 	backoff   backoff
 	m         sinkMetrics
 	log       *slog.Logger
+	health    health
 }
 
 var _ shopguard.Sink = (*Kafka)(nil)
@@ -224,6 +225,7 @@ func (k *Kafka) Send(ctx context.Context, fs ...shopguard.Finding) error {
 			return fmt.Errorf("kafka sink: produce %d findings to %s: %w", len(pending), k.topic, errors.Join(ctx.Err(), err))
 		}
 		k.m.delivered(err)
+		k.health.set(err)
 		if err == nil {
 			if attempt > 0 {
 				k.log.Info("kafka sink delivered after retries", "topic", k.topic, "attempts", attempt+1)
@@ -248,6 +250,15 @@ func (k *Kafka) Send(ctx context.Context, fs ...shopguard.Finding) error {
 		}
 		k.m.retries.Inc()
 	}
+}
+
+// Ready returns nil unless the last produce attempt failed, and then its
+// error.
+func (k *Kafka) Ready() error {
+	if err := k.health.get(); err != nil {
+		return fmt.Errorf("kafka sink: %w", err)
+	}
+	return nil
 }
 
 // Close flushes and closes the writer and its connections.

@@ -23,6 +23,11 @@ type closer interface {
 	Close() error
 }
 
+// readier is a sink that can tell whether its last delivery went through.
+type readier interface {
+	Ready() error
+}
+
 // Fanout is the one Sink the pipeline sees. Send hands findings to the
 // record sinks in order, each of which must hold them before the next is
 // tried, and then queues them on the notification sinks. So a notification
@@ -78,6 +83,21 @@ func (f *Fanout) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Ready returns nil unless the last delivery attempt of a record sink
+// failed: then the pipeline is waiting on that sink (consumption has
+// stopped) and the joined errors say why. Notification sinks do not count,
+// since their being down loses no finding the records do not hold. It
+// never blocks, so it suits a /readyz handler.
+func (f *Fanout) Ready() error {
+	var errs []error
+	for _, s := range f.records {
+		if r, ok := s.(readier); ok {
+			errs = append(errs, r.Ready())
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -117,6 +117,14 @@ func (p *Pseudonymizer) Run(ctx context.Context) error {
 	return nil
 }
 
+// Ready reports the wrapped sink's readiness, if it has any.
+func (p *Pseudonymizer) Ready() error {
+	if r, ok := p.next.(readier); ok {
+		return r.Ready()
+	}
+	return nil
+}
+
 // Close closes the wrapped sink, if it needs closing.
 func (p *Pseudonymizer) Close() error {
 	if c, ok := p.next.(closer); ok {

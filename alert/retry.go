@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -77,4 +78,24 @@ func (l *logLimiter) allow(key string) (ok bool, suppressed int) {
 	n := l.suppressed[key]
 	delete(l.suppressed, key)
 	return true, n
+}
+
+// health remembers the outcome of a record sink's last delivery attempt,
+// for readiness checks. It is safe for concurrent use and never blocks, so
+// a check does not wait behind a Send that is retrying.
+type health struct{ last atomic.Pointer[error] }
+
+func (h *health) set(err error) {
+	if err == nil {
+		h.last.Store(nil)
+		return
+	}
+	h.last.Store(&err)
+}
+
+func (h *health) get() error {
+	if p := h.last.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
