@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -43,6 +44,7 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	writers map[string]*kafka.Writer
+	sasl    sasl.Mechanism
 }
 
 // New starts a single-broker cluster on a free loopback port with the given
@@ -68,6 +70,26 @@ func New(t testing.TB, topics map[string]int32, opts ...kfake.Opt) *Cluster {
 		}
 	}
 	return c
+}
+
+// UseSASL makes the helpers authenticate with m, for a cluster started with
+// kfake.EnableSASL. Call it before the first helper.
+func (c *Cluster) UseSASL(m sasl.Mechanism) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sasl = m
+}
+
+func (c *Cluster) transport() *kafka.Transport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return &kafka.Transport{SASL: c.sasl}
+}
+
+func (c *Cluster) dialer() *kafka.Dialer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return &kafka.Dialer{Timeout: 10 * time.Second, SASLMechanism: c.sasl}
 }
 
 // Addrs returns the bootstrap addresses of the cluster.
@@ -116,6 +138,7 @@ func (c *Cluster) writer(topic string) *kafka.Writer {
 			BatchBytes:   16 << 20,
 			BatchTimeout: time.Millisecond,
 			RequiredAcks: kafka.RequireAll,
+			Transport:    &kafka.Transport{SASL: c.sasl},
 		}
 		c.writers[topic] = w
 	}
@@ -231,6 +254,7 @@ func (c *Cluster) ReadAll(t testing.TB, topic string) []kafka.Message {
 			Topic:     topic,
 			Partition: int(p.Partition),
 			MaxWait:   50 * time.Millisecond,
+			Dialer:    c.dialer(),
 		})
 		if err := r.SetOffset(p.LogStartOffset); err != nil {
 			t.Fatalf("kafkatest: read %q/%d: %v", topic, p.Partition, err)
@@ -262,7 +286,7 @@ func (c *Cluster) Committed(t testing.TB, group, topic string) map[int]int64 {
 	for _, p := range c.PartitionInfos(topic) {
 		parts = append(parts, int(p.Partition))
 	}
-	cl := &kafka.Client{Addr: kafka.TCP(c.addrs...), Timeout: timeout}
+	cl := &kafka.Client{Addr: kafka.TCP(c.addrs...), Timeout: timeout, Transport: c.transport()}
 	resp, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
 	if err == nil {
 		err = resp.Error
