@@ -26,26 +26,26 @@ import (
 )
 
 const (
-	topic = "admin-audit"
-	dlq   = "admin-audit-dlq"
+	auditTopic = "admin-audit"
+	dlqTopic   = "admin-audit-dlq"
 )
 
-var t0 = time.Date(2026, 1, 7, 9, 0, 0, 0, time.UTC)
+var kafkaT0 = time.Date(2026, 1, 7, 9, 0, 0, 0, time.UTC)
 
-// eventLine is a valid audit event whose id is id.
-func eventLine(id string, at time.Time) string {
+// kafkaEventLine is a valid audit event whose id is id.
+func kafkaEventLine(id string, at time.Time) string {
 	return fmt.Sprintf(`{"time":%q,"shop_id":"shop-1","actor":"owner@example.jp","action":"login.failure","ip":"192.0.2.7","reason":"bad_password","id":%q}`,
 		at.Format(time.RFC3339Nano), id)
 }
 
-// newCluster starts a cluster with the audit topic (parts partitions) and
+// newKafkaCluster starts a cluster with the audit topic (parts partitions) and
 // the dead-letter topic.
-func newCluster(t *testing.T, parts int32) *kafkatest.Cluster {
-	return kafkatest.New(t, map[string]int32{topic: parts, dlq: 1})
+func newKafkaCluster(t *testing.T, parts int32) *kafkatest.Cluster {
+	return kafkatest.New(t, map[string]int32{auditTopic: parts, dlqTopic: 1})
 }
 
-// testConfig is the default config with timings fit for tests.
-func testConfig(c *kafkatest.Cluster) ingest.KafkaConfig {
+// kafkaTestConfig is the default config with timings fit for tests.
+func kafkaTestConfig(c *kafkatest.Cluster) ingest.KafkaConfig {
 	cfg := ingest.DefaultKafkaConfig
 	cfg.Brokers = c.Addrs()
 	cfg.MaxWait = 50 * time.Millisecond
@@ -59,8 +59,8 @@ func testConfig(c *kafkatest.Cluster) ingest.KafkaConfig {
 	return cfg
 }
 
-// harness runs a KafkaSource and records what it delivers.
-type harness struct {
+// kafkaHarness runs a KafkaSource and records what it delivers.
+type kafkaHarness struct {
 	t   *testing.T
 	src *ingest.KafkaSource
 	out chan shopguard.Batch
@@ -72,13 +72,13 @@ type harness struct {
 	runErr chan error
 }
 
-func startSource(t *testing.T, cfg ingest.KafkaConfig, dl ingest.DeadLetter) *harness {
+func startKafkaSource(t *testing.T, cfg ingest.KafkaConfig, dl ingest.DeadLetter) *kafkaHarness {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	h := &harness{t: t, out: make(chan shopguard.Batch, 4), reg: reg,
+	h := &kafkaHarness{t: t, out: make(chan shopguard.Batch, 4), reg: reg,
 		m: ingest.NewMetrics(reg), km: ingest.NewKafkaMetrics(reg), runErr: make(chan error, 1)}
 	src, err := ingest.NewKafkaSource(cfg, ingest.KafkaSourceOptions{
-		Metrics: h.m, Kafka: h.km, Logger: testLogger,
+		Metrics: h.m, Kafka: h.km, Logger: kafkaTestLogger,
 		Rejects: &ingest.Rejects{Metrics: h.m, DeadLetter: dl},
 	})
 	require.NoError(t, err)
@@ -89,14 +89,14 @@ func startSource(t *testing.T, cfg ingest.KafkaConfig, dl ingest.DeadLetter) *ha
 }
 
 // run starts Run in the background; its result goes to runErr.
-func (h *harness) run() {
+func (h *kafkaHarness) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.runErr <- h.src.Run(ctx, h.out) }()
 }
 
 // stop cancels Run and waits for it, returning its result.
-func (h *harness) stop() error {
+func (h *kafkaHarness) stop() error {
 	if h.cancel == nil {
 		return nil
 	}
@@ -112,7 +112,7 @@ func (h *harness) stop() error {
 }
 
 // runDone waits for Run to return on its own and returns its result.
-func (h *harness) runDone(what string) error {
+func (h *kafkaHarness) runDone(what string) error {
 	h.t.Helper()
 	select {
 	case err := <-h.runErr:
@@ -120,7 +120,7 @@ func (h *harness) runDone(what string) error {
 		h.cancel = nil
 		return err
 	case b := <-h.out:
-		h.t.Fatalf("unexpected batch %v while waiting for Run to stop: %s", ids(b), what)
+		h.t.Fatalf("unexpected batch %v while waiting for Run to stop: %s", batchIDs(b), what)
 	case <-time.After(15 * time.Second):
 		h.t.Fatalf("Run did not stop: %s", what)
 	}
@@ -128,7 +128,7 @@ func (h *harness) runDone(what string) error {
 }
 
 // next returns the next batch, failing the test after a while.
-func (h *harness) next() shopguard.Batch {
+func (h *kafkaHarness) next() shopguard.Batch {
 	h.t.Helper()
 	select {
 	case b := <-h.out:
@@ -141,8 +141,8 @@ func (h *harness) next() shopguard.Batch {
 	return shopguard.Batch{}
 }
 
-// ids returns the ids of a batch's events.
-func ids(b shopguard.Batch) []string {
+// batchIDs returns the ids of a batch's events.
+func batchIDs(b shopguard.Batch) []string {
 	var out []string
 	for _, ev := range b.Events {
 		out = append(out, ev.ID)
@@ -155,8 +155,8 @@ func ids(b shopguard.Batch) []string {
 // ones are counted and in the dead-letter topic with their reason, and
 // acknowledging everything commits every partition to its end.
 func TestKafkaSourceDeliversAndRejects(t *testing.T) {
-	c := newCluster(t, 3)
-	cfg := testConfig(c)
+	c := newKafkaCluster(t, 3)
+	cfg := kafkaTestConfig(c)
 	bad := map[int]string{ // line index → reason
 		7:   "not_json",
 		50:  "missing_field",
@@ -174,25 +174,25 @@ func TestKafkaSourceDeliversAndRejects(t *testing.T) {
 		case "missing_field":
 			lines = append(lines, `{"time":"2026-01-07T09:00:00Z","shop_id":"s","action":"logout","ip":"192.0.2.1"}`)
 		case "bad_time":
-			lines = append(lines, strings.Replace(eventLine("x", t0), "2026-01-07T09", "2026-13-07T09", 1))
+			lines = append(lines, strings.Replace(kafkaEventLine("x", kafkaT0), "2026-01-07T09", "2026-13-07T09", 1))
 		case "bad_ip":
-			lines = append(lines, strings.Replace(eventLine("x", t0), "192.0.2.7", "999.0.2.7", 1))
+			lines = append(lines, strings.Replace(kafkaEventLine("x", kafkaT0), "192.0.2.7", "999.0.2.7", 1))
 		case "too_large":
-			lines = append(lines, eventLine(strings.Repeat("x", ingest.MaxEventSize), t0))
+			lines = append(lines, kafkaEventLine(strings.Repeat("x", ingest.MaxEventSize), kafkaT0))
 		default:
 			// Line i goes to partition i%3; the id says where and in
 			// which order.
-			lines = append(lines, eventLine(fmt.Sprintf("p%d-%03d", i%3, i), t0.Add(time.Duration(i)*time.Second)))
+			lines = append(lines, kafkaEventLine(fmt.Sprintf("p%d-%03d", i%3, i), kafkaT0.Add(time.Duration(i)*time.Second)))
 			want++
 		}
 	}
-	c.ProduceLines(t, topic, 3, lines...)
+	c.ProduceLines(t, auditTopic, 3, lines...)
 
 	dlReg := prometheus.NewRegistry()
 	dl, err := ingest.NewKafkaDeadLetter(cfg, ingest.NewKafkaMetrics(dlReg), nil)
 	require.NoError(t, err)
 	defer dl.Close()
-	h := startSource(t, cfg, dl)
+	h := startKafkaSource(t, cfg, dl)
 
 	got := 0
 	last := map[string]int{} // partition → last line index seen
@@ -202,7 +202,7 @@ func TestKafkaSourceDeliversAndRejects(t *testing.T) {
 		require.LessOrEqual(t, len(b.Events), cfg.BatchSize)
 		require.False(t, b.Received.IsZero())
 		require.NotNil(t, b.Done)
-		for _, id := range ids(b) {
+		for _, id := range batchIDs(b) {
 			p, n, _ := strings.Cut(id, "-")
 			i, err := strconv.Atoi(n)
 			require.NoError(t, err)
@@ -220,20 +220,20 @@ func TestKafkaSourceDeliversAndRejects(t *testing.T) {
 	st := h.m.Stats()
 	require.EqualValues(t, want, st.Events)
 	require.Equal(t, map[string]int64{"not_json": 2, "missing_field": 1, "bad_time": 1, "bad_ip": 1, "too_large": 1}, st.Invalid)
-	require.InDelta(t, 300, metric(t, h.reg, "shopguard_kafka_messages_total", ""), 0)
+	require.InDelta(t, 300, gatherValue(t, h.reg, "shopguard_kafka_messages_total", ""), 0)
 
 	// Everything was acknowledged in order, so Flush commits the ends.
 	require.NoError(t, h.src.Flush(t.Context()))
-	require.Equal(t, map[int]int64{0: 100, 1: 100, 2: 100}, c.Committed(t, cfg.Group, topic))
+	require.Equal(t, map[int]int64{0: 100, 1: 100, 2: 100}, c.Committed(t, cfg.Group, auditTopic))
 	require.Equal(t, map[int]int64{0: 100, 1: 100, 2: 100}, h.src.Acknowledged())
 
-	dead := c.ReadAll(t, dlq)
+	dead := c.ReadAll(t, dlqTopic)
 	require.Len(t, dead, len(bad))
 	for _, m := range dead {
 		part, _ := kafkatest.Header(m, ingest.HeaderPartition)
 		off, _ := kafkatest.Header(m, ingest.HeaderOffset)
 		tp, _ := kafkatest.Header(m, ingest.HeaderTopic)
-		require.Equal(t, topic, tp)
+		require.Equal(t, auditTopic, tp)
 		p, _ := strconv.Atoi(part)
 		o, _ := strconv.Atoi(off)
 		i := o*3 + p // the line index, from ProduceLines' round-robin
@@ -243,9 +243,9 @@ func TestKafkaSourceDeliversAndRejects(t *testing.T) {
 		errText, _ := kafkatest.Header(m, ingest.HeaderError)
 		require.True(t, strings.HasPrefix(errText, reason+":"), errText)
 		pos, _ := kafkatest.Header(m, ingest.HeaderPosition)
-		require.Equal(t, fmt.Sprintf("%s/%d/%d", topic, p, o), pos)
+		require.Equal(t, fmt.Sprintf("%s/%d/%d", auditTopic, p, o), pos)
 	}
-	require.InDelta(t, 6, metric(t, dlReg, "shopguard_dead_letters_total", "written"), 0)
+	require.InDelta(t, 6, gatherValue(t, dlReg, "shopguard_dead_letters_total", "written"), 0)
 
 	require.NoError(t, h.stop(), "cancel is not an error")
 	require.False(t, h.src.Ready(), "not ready once Run has returned")
@@ -255,17 +255,17 @@ func TestKafkaSourceDeliversAndRejects(t *testing.T) {
 // are Done, and only up to the first that is not, are committed, and a new
 // consumer resumes right after the last commit.
 func TestKafkaSourceCommitsOnlyDone(t *testing.T) {
-	c := newCluster(t, 1)
-	cfg := testConfig(c)
+	c := newKafkaCluster(t, 1)
+	cfg := kafkaTestConfig(c)
 	cfg.BatchSize = 10
 	cfg.BatchLinger = 100 * time.Millisecond // full batches: all 100 are there
 	var lines []string
 	for i := range 100 {
-		lines = append(lines, eventLine(fmt.Sprintf("e%03d", i), t0))
+		lines = append(lines, kafkaEventLine(fmt.Sprintf("e%03d", i), kafkaT0))
 	}
-	c.ProduceLines(t, topic, 1, lines...)
+	c.ProduceLines(t, auditTopic, 1, lines...)
 
-	h := startSource(t, cfg, nil)
+	h := startKafkaSource(t, cfg, nil)
 	var bs []shopguard.Batch
 	for range 5 {
 		b := h.next()
@@ -279,20 +279,20 @@ func TestKafkaSourceCommitsOnlyDone(t *testing.T) {
 	bs[4].Done() // out of order: must wait for bs[3]
 	bs[4].Done() // a second call is ignored
 	require.NoError(t, h.src.Flush(t.Context()))
-	require.Equal(t, map[int]int64{0: 30}, c.Committed(t, cfg.Group, topic))
+	require.Equal(t, map[int]int64{0: 30}, c.Committed(t, cfg.Group, auditTopic))
 
 	// Stop without acknowledging bs[3]: Close commits nothing more.
 	require.NoError(t, h.stop())
 	require.NoError(t, h.src.Close(t.Context()))
-	require.Equal(t, map[int]int64{0: 30}, c.Committed(t, cfg.Group, topic))
+	require.Equal(t, map[int]int64{0: 30}, c.Committed(t, cfg.Group, auditTopic))
 
 	// A new consumer in the group starts after the last commit: bs[3] and
 	// bs[4] come again, then the rest.
-	h2 := startSource(t, cfg, nil)
+	h2 := startKafkaSource(t, cfg, nil)
 	next := 30
 	for next < 100 {
 		b := h2.next()
-		for _, id := range ids(b) {
+		for _, id := range batchIDs(b) {
 			require.Equal(t, fmt.Sprintf("e%03d", next), id)
 			next++
 		}
@@ -300,7 +300,7 @@ func TestKafkaSourceCommitsOnlyDone(t *testing.T) {
 	}
 	require.NoError(t, h2.stop())
 	require.NoError(t, h2.src.Close(t.Context()))
-	require.Equal(t, map[int]int64{0: 100}, c.Committed(t, cfg.Group, topic))
+	require.Equal(t, map[int]int64{0: 100}, c.Committed(t, cfg.Group, auditTopic))
 }
 
 // TestKafkaSourceSurvivesFaults fails fetches and commits and cuts the
@@ -308,20 +308,20 @@ func TestKafkaSourceCommitsOnlyDone(t *testing.T) {
 // gives up, as the supervisor in cmd does: every event arrives at least
 // once and in the end everything is committed.
 func TestKafkaSourceSurvivesFaults(t *testing.T) {
-	c := newCluster(t, 3)
-	cfg := testConfig(c)
+	c := newKafkaCluster(t, 3)
+	cfg := kafkaTestConfig(c)
 	cfg.MaxRetries = 2
 	cfg.CommitInterval = 20 * time.Millisecond
 	const n = 600
 	var lines []string
 	for i := range n {
-		lines = append(lines, eventLine(fmt.Sprintf("e%03d", i), t0))
+		lines = append(lines, kafkaEventLine(fmt.Sprintf("e%03d", i), kafkaT0))
 	}
-	c.ProduceLines(t, topic, 3, lines[:n/2]...)
+	c.ProduceLines(t, auditTopic, 3, lines[:n/2]...)
 
-	h := startSource(t, cfg, nil)
-	fetchFaults := c.Fail(kmsg.Fetch, topic, 8, kerr.UnknownServerError)
-	commitFaults := c.Fail(kmsg.OffsetCommit, topic, 4, kerr.CoordinatorLoadInProgress)
+	h := startKafkaSource(t, cfg, nil)
+	fetchFaults := c.Fail(kmsg.Fetch, auditTopic, 8, kerr.UnknownServerError)
+	commitFaults := c.Fail(kmsg.OffsetCommit, auditTopic, 4, kerr.CoordinatorLoadInProgress)
 	cut := c.Disconnect(kmsg.OffsetCommit, 1)
 
 	// The engine side: acknowledge every batch as it comes, redeliveries
@@ -337,14 +337,14 @@ func TestKafkaSourceSurvivesFaults(t *testing.T) {
 			select {
 			case b := <-h.out:
 				mu.Lock()
-				for _, id := range ids(b) {
+				for _, id := range batchIDs(b) {
 					seen[id]++
 				}
 				more := !produced && len(seen) >= n/4
 				produced = produced || more
 				mu.Unlock()
 				if more {
-					c.ProduceLines(t, topic, 3, lines[n/2:]...)
+					c.ProduceLines(t, auditTopic, 3, lines[n/2:]...)
 				}
 				b.Done()
 			case <-stopDrain:
@@ -370,12 +370,12 @@ func TestKafkaSourceSurvivesFaults(t *testing.T) {
 		mu.Lock()
 		delivered := len(seen)
 		mu.Unlock()
-		if delivered == n && fmt.Sprint(c.Committed(t, cfg.Group, topic)) == fmt.Sprint(ends) {
+		if delivered == n && fmt.Sprint(c.Committed(t, cfg.Group, auditTopic)) == fmt.Sprint(ends) {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("after 30s: %d of %d events, committed %v (fetch faults hit %d, commit faults %d, cuts %d)",
-				delivered, n, c.Committed(t, cfg.Group, topic), fetchFaults.Hits(), commitFaults.Hits(), cut.N())
+				delivered, n, c.Committed(t, cfg.Group, auditTopic), fetchFaults.Hits(), commitFaults.Hits(), cut.N())
 		}
 	}
 	close(stopDrain)
@@ -387,62 +387,62 @@ func TestKafkaSourceSurvivesFaults(t *testing.T) {
 	require.Equal(t, 8, fetchFaults.Hits())
 	require.Equal(t, 4, commitFaults.Hits())
 	require.Equal(t, 1, cut.N())
-	require.Positive(t, metric(t, h.reg, "shopguard_kafka_fetch_errors_total", ""))
-	require.Positive(t, metric(t, h.reg, "shopguard_kafka_commit_errors_total", ""))
+	require.Positive(t, gatherValue(t, h.reg, "shopguard_kafka_fetch_errors_total", ""))
+	require.Positive(t, gatherValue(t, h.reg, "shopguard_kafka_commit_errors_total", ""))
 	redelivered := 0
 	for _, k := range seen {
 		redelivered += k - 1
 	}
 	t.Logf("Run restarts %d, events delivered again %d", restarts, redelivered)
-	require.Equal(t, ends, c.Committed(t, cfg.Group, topic))
+	require.Equal(t, ends, c.Committed(t, cfg.Group, auditTopic))
 }
 
 // TestKafkaSourcePersistentErrors checks that errors that do not go away
 // end Run with an error instead of a retry loop, and that the same source
 // resumes once they are gone.
 func TestKafkaSourcePersistentErrors(t *testing.T) {
-	c := newCluster(t, 1)
-	cfg := testConfig(c)
+	c := newKafkaCluster(t, 1)
+	cfg := kafkaTestConfig(c)
 	cfg.MaxRetries = 2
 	cfg.BatchSize = 1
-	c.ProduceLines(t, topic, 1, eventLine("e0", t0), eventLine("e1", t0))
-	h := startSource(t, cfg, nil)
+	c.ProduceLines(t, auditTopic, 1, kafkaEventLine("e0", kafkaT0), kafkaEventLine("e1", kafkaT0))
+	h := startKafkaSource(t, cfg, nil)
 	b0 := h.next()
-	require.Equal(t, []string{"e0"}, ids(b0))
+	require.Equal(t, []string{"e0"}, batchIDs(b0))
 	b0.Done()
 	b := h.next()
-	require.Equal(t, []string{"e1"}, ids(b))
+	require.Equal(t, []string{"e1"}, batchIDs(b))
 
-	fetch := c.Fail(kmsg.Fetch, topic, -1, kerr.UnknownServerError)
-	c.ProduceLines(t, topic, 1, eventLine("e2", t0))
+	fetch := c.Fail(kmsg.Fetch, auditTopic, -1, kerr.UnknownServerError)
+	c.ProduceLines(t, auditTopic, 1, kafkaEventLine("e2", kafkaT0))
 	err := h.runDone("a fetch error that persists")
 	require.ErrorContains(t, err, "fetch from admin-audit (3 attempts)")
 	require.False(t, h.src.Ready())
 	fetch.Remove()
 	h.run()
-	require.Equal(t, []string{"e2"}, ids(h.next()))
+	require.Equal(t, []string{"e2"}, batchIDs(h.next()))
 	require.True(t, h.src.Ready())
 
 	// Commits that keep failing stop Run too.
-	commits := c.Fail(kmsg.OffsetCommit, topic, -1, kerr.UnknownServerError)
+	commits := c.Fail(kmsg.OffsetCommit, auditTopic, -1, kerr.UnknownServerError)
 	b.Done()
 	err = h.runDone("commits that keep failing")
 	require.ErrorContains(t, err, "offset commits keep failing")
 	commits.Remove()
 	require.NoError(t, h.src.Close(t.Context()))
-	require.Equal(t, map[int]int64{0: 2}, c.Committed(t, cfg.Group, topic), "Close commits what was acknowledged")
+	require.Equal(t, map[int]int64{0: 2}, c.Committed(t, cfg.Group, auditTopic), "Close commits what was acknowledged")
 }
 
 func TestKafkaDeadLetterFilePosition(t *testing.T) {
-	c := newCluster(t, 1)
+	c := newKafkaCluster(t, 1)
 	reg := prometheus.NewRegistry()
 	km := ingest.NewKafkaMetrics(reg)
-	dl, err := ingest.NewKafkaDeadLetter(testConfig(c), km, nil)
+	dl, err := ingest.NewKafkaDeadLetter(kafkaTestConfig(c), km, nil)
 	require.NoError(t, err)
 	defer dl.Close()
 	derr := &ingest.DecodeError{Reason: ingest.ReasonBadIP, Field: "ip", Msg: `"x" is not an IPv4 or IPv6 address`}
 	require.NoError(t, dl.DeadLetter(t.Context(), "events.jsonl:17", []byte(`{"ip":"x"}`), derr))
-	msgs := c.ReadAll(t, dlq)
+	msgs := c.ReadAll(t, dlqTopic)
 	require.Len(t, msgs, 1)
 	require.Equal(t, `{"ip":"x"}`, string(msgs[0].Value))
 	pos, _ := kafkatest.Header(msgs[0], ingest.HeaderPosition)
@@ -451,12 +451,12 @@ func TestKafkaDeadLetterFilePosition(t *testing.T) {
 	require.False(t, ok, "no Kafka coordinates for a file position")
 
 	// A dead-letter topic that refuses writes is counted as failed.
-	c.Fail(kmsg.Produce, dlq, -1, kerr.TopicAuthorizationFailed)
+	c.Fail(kmsg.Produce, dlqTopic, -1, kerr.TopicAuthorizationFailed)
 	require.Error(t, dl.DeadLetter(t.Context(), "admin-audit/0/5", []byte("{"), derr))
-	require.InDelta(t, 1, metric(t, reg, "shopguard_dead_letters_total", "failed"), 0)
-	require.InDelta(t, 1, metric(t, reg, "shopguard_dead_letters_total", "written"), 0)
+	require.InDelta(t, 1, gatherValue(t, reg, "shopguard_dead_letters_total", "failed"), 0)
+	require.InDelta(t, 1, gatherValue(t, reg, "shopguard_dead_letters_total", "written"), 0)
 
-	cfg := testConfig(c)
+	cfg := kafkaTestConfig(c)
 	cfg.DeadLetterTopic = ""
 	_, err = ingest.NewKafkaDeadLetter(cfg, nil, nil)
 	require.ErrorContains(t, err, "kafka.dead_letter_topic")
@@ -560,41 +560,41 @@ func TestKafkaSecrets(t *testing.T) {
 // TestKafkaSourceSASL consumes and dead-letters through a cluster that
 // requires SCRAM-SHA-512.
 func TestKafkaSourceSASL(t *testing.T) {
-	c := kafkatest.New(t, map[string]int32{topic: 1, dlq: 1},
+	c := kafkatest.New(t, map[string]int32{auditTopic: 1, dlqTopic: 1},
 		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "shopguard", "hunter2-secret"))
 	mech, err := scram.Mechanism(scram.SHA512, "shopguard", "hunter2-secret")
 	require.NoError(t, err)
 	c.UseSASL(mech)
-	c.ProduceLines(t, topic, 1, eventLine("e0", t0), "not json")
+	c.ProduceLines(t, auditTopic, 1, kafkaEventLine("e0", kafkaT0), "not json")
 
 	t.Setenv("SHOPGUARD_TEST_KAFKA_PW", "hunter2-secret")
-	cfg := testConfig(c)
+	cfg := kafkaTestConfig(c)
 	cfg.SASL = ingest.KafkaSASLConfig{Mechanism: "scram-sha-512", Username: "shopguard", PasswordEnv: "SHOPGUARD_TEST_KAFKA_PW"}
 	dl, err := ingest.NewKafkaDeadLetter(cfg, nil, nil)
 	require.NoError(t, err)
 	defer dl.Close()
-	h := startSource(t, cfg, dl)
+	h := startKafkaSource(t, cfg, dl)
 	b := h.next()
-	require.Equal(t, []string{"e0"}, ids(b))
+	require.Equal(t, []string{"e0"}, batchIDs(b))
 	b.Done()
-	require.Eventually(t, func() bool { return len(c.ReadAll(t, dlq)) == 1 }, 5*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(c.ReadAll(t, dlqTopic)) == 1 }, 5*time.Second, 20*time.Millisecond)
 	require.NoError(t, h.src.Flush(t.Context()))
-	require.Equal(t, map[int]int64{0: 2}, c.Committed(t, cfg.Group, topic))
+	require.Equal(t, map[int]int64{0: 2}, c.Committed(t, cfg.Group, auditTopic))
 
 	// A wrong password is refused by the broker.
 	t.Setenv("SHOPGUARD_TEST_KAFKA_PW", "wrong")
-	bad := startSource(t, cfg, nil)
+	bad := startKafkaSource(t, cfg, nil)
 	select {
 	case b := <-bad.out:
-		t.Fatalf("consumed %v with a wrong password", ids(b))
+		t.Fatalf("consumed %v with a wrong password", batchIDs(b))
 	case <-time.After(500 * time.Millisecond):
 	}
 	require.False(t, bad.src.Ready())
 }
 
-// metric returns the value of the series of the counter or gauge name
+// gatherValue returns the value of the series of the counter or gauge name
 // whose first label has the value label ("" for an unlabelled metric).
-func metric(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+func gatherValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
@@ -613,4 +613,16 @@ func metric(t *testing.T, reg *prometheus.Registry, name, label string) float64 
 	return 0
 }
 
-var testLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+// kafkaTestLogger shows the sources' warnings when SHOPGUARD_TEST_LOG is set
+// (e.g. to "debug" for kafka-go's chatter too), and discards them otherwise.
+var kafkaTestLogger = func() *slog.Logger {
+	lv, ok := os.LookupEnv("SHOPGUARD_TEST_LOG")
+	if !ok {
+		return nil
+	}
+	level := slog.LevelWarn
+	if lv == "debug" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}()
