@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"runtime"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/alert"
+	"github.com/shopguard/shopguard/ingest"
+)
+
+// shutdownBudget bounds how long draining, committing and flushing may take
+// after an interrupt; SIGTERM to exit stays well under 10 s.
+const shutdownBudget = 5 * time.Second
+
+// live is the always-on pipeline shared by run and demo: Kafka source →
+// engine → sinks, with the HTTP endpoints beside it.
+type live struct {
+	cfg     Config
+	reg     *prometheus.Registry
+	log     *slog.Logger
+	loc     shopguard.Locator // nil: from cfg.GeoIP
+	console *alert.Console    // extra record sink, for the demo
+	// ready is closed once the HTTP listener is bound (tests and the demo
+	// read addr then).
+	ready chan struct{}
+	addr  string
+}
+
+// newRegistry returns a registry with the standard collectors and build
+// info; every package registers its own metrics on it.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "shopguard_build_info",
+		Help: "A metric with a constant 1 value labelled by version and Go version.",
+	}, []string{"version", "goversion"})
+	bi.WithLabelValues(buildVersion(), runtime.Version()).Set(1)
+	reg.MustRegister(bi)
+	return reg
+}
+
+// serve runs until ctx is done or a part fails. It returns the exit status.
+func (l *live) serve(ctx context.Context) error {
+	cfg := l.cfg
+	if err := cfg.Kafka.Validate(); err != nil {
+		return usageErr{err}
+	}
+	loc := l.loc
+	if loc == nil {
+		g, closeGeo, err := openGeoIP(cfg.GeoIP, l.reg, l.log)
+		if err != nil {
+			return err
+		}
+		defer closeGeo()
+		loc = g
+	}
+	eng, err := newEngine(cfg.Detect, loc, l.reg, l.log)
+	if err != nil {
+		return usageErr{err}
+	}
+
+	if cfg.Sinks.Kafka != nil && len(cfg.Sinks.Kafka.Brokers) == 0 {
+		k := *cfg.Sinks.Kafka
+		k.Brokers = cfg.Kafka.Brokers
+		cfg.Sinks.Kafka = &k
+	}
+	sinks, err := alert.Build(cfg.Sinks, l.reg, l.log)
+	if err != nil {
+		return err
+	}
+	defer sinks.Close()
+	if l.console != nil {
+		sinks.AddRecord(l.console)
+	}
+
+	im := ingest.NewMetrics(l.reg)
+	km := ingest.NewKafkaMetrics(l.reg)
+	rejects := &ingest.Rejects{Metrics: im, Logger: l.log}
+	if cfg.Kafka.DeadLetterTopic != "" {
+		dl, err := ingest.NewKafkaDeadLetter(cfg.Kafka, km, l.log)
+		if err != nil {
+			return err
+		}
+		defer dl.Close()
+		rejects.DeadLetter = dl
+	}
+	src, err := ingest.NewKafkaSource(cfg.Kafka, ingest.KafkaSourceOptions{Metrics: im, Kafka: km, Rejects: rejects, Logger: l.log})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	l.addr = ln.Addr().String()
+	srv := &http.Server{Handler: l.mux(func() error {
+		if !src.Ready() {
+			return errors.New("kafka consumer not joined or not fetching")
+		}
+		return sinks.Ready()
+	}), ReadHeaderTimeout: 10 * time.Second}
+
+	var g run.Group
+	// Signals (and --duration) arrive as ctx.
+	stop := make(chan struct{})
+	g.Add(func() error {
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		}
+		return nil
+	}, func(error) { closeOnce(stop) })
+
+	// The pipeline: stop fetching on interrupt, drain the engine, commit.
+	srcCtx, cancelSrc := context.WithCancel(context.Background())
+	pipelineDone := make(chan struct{})
+	g.Add(func() error {
+		defer close(pipelineDone)
+		err := pipeline(srcCtx, src, eng, sinks)
+		cctx, cancel := context.WithTimeout(context.Background(), shutdownBudget)
+		defer cancel()
+		if cerr := src.Close(cctx); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("commit offsets: %w", cerr))
+		}
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+		return err
+	}, func(error) { cancelSrc() })
+
+	// Notification sinks deliver until the pipeline's last findings are
+	// queued, then flush within their budget.
+	notifyCtx, cancelNotify := context.WithCancel(context.Background())
+	g.Add(func() error { return sinks.Run(notifyCtx) }, func(error) {
+		go func() { <-pipelineDone; cancelNotify() }()
+	})
+
+	g.Add(func() error {
+		close(l.ready)
+		wc := cfg.WebConfigFile
+		err := web.Serve(ln, srv, &web.FlagConfig{WebConfigFile: &wc}, l.log)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}, func(error) {
+		go func() {
+			<-pipelineDone
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+	})
+	l.log.Info("shopguard running", "listen", l.addr, "brokers", cfg.Kafka.Brokers, "topic", cfg.Kafka.Topic, "group", cfg.Kafka.Group)
+	err = g.Run()
+	l.log.Info("shopguard stopped", "err", err)
+	return err
+}
+
+func (l *live) mux(ready func() error) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(l.reg, promhttp.HandlerOpts{Registry: l.reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	if l.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
+}
+
+// usageErr marks a configuration problem found late (exit status 2).
+type usageErr struct{ error }
+
+func (u usageErr) Unwrap() error { return u.error }
+
+// exitCode maps a serve error to an exit status.
+func exitCode(e env, cmd string, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(e.stderr, "shopguard %s: %v\n", cmd, err)
+	var u usageErr
+	if errors.As(err, &u) {
+		return exitUsage
+	}
+	return exitRuntime
+}
