@@ -583,7 +583,7 @@ func NewKafkaSource(cfg KafkaConfig, opts KafkaSourceOptions) (*KafkaSource, err
 		WatchPartitionChanges: true,
 		SessionTimeout:        cfg.SessionTimeout,
 		RebalanceTimeout:      cfg.RebalanceTimeout,
-		JoinGroupBackoff:      cfg.RetryBackoff,
+		JoinGroupBackoff:      cfg.RetryBackoffMax,
 		StartOffset:           start,
 		ReadBackoffMin:        cfg.RetryBackoff,
 		ReadBackoffMax:        cfg.RetryBackoffMax,
@@ -791,8 +791,11 @@ func (s *KafkaSource) reject(ctx context.Context, m *kafka.Message, err error) {
 		derr = &DecodeError{Reason: ReasonNotJSON, Msg: err.Error()}
 	}
 	pos := m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
-	rerr := s.opts.Rejects.Reject(ctx, pos, m.Value, derr)
-	if rerr == nil || ctx.Err() != nil {
+	// Not cancelled with Run: the message may be committed with its batch,
+	// so its dead letter must not be cut short by shutdown. The writer's
+	// own timeouts bound it.
+	rerr := s.opts.Rejects.Reject(context.WithoutCancel(ctx), pos, m.Value, derr)
+	if rerr == nil {
 		return
 	}
 	s.dlqFailed++
@@ -815,8 +818,9 @@ func (s *KafkaSource) Flush(ctx context.Context) error {
 	return s.commit(ctx)
 }
 
-// Close commits the offsets acknowledged so far, retrying until ctx is
-// done, then leaves the group and closes the reader. Call it after Run
+// Close commits the offsets acknowledged so far, retrying (at most
+// MaxRetries times, and not after ctx is done), then leaves the group and
+// closes the reader. Call it after Run
 // has returned; batches delivered but not yet Done stay uncommitted and
 // are delivered again to whoever consumes the partitions next. Close is
 // idempotent and returns the first call's result.
@@ -826,7 +830,7 @@ func (s *KafkaSource) Close(ctx context.Context) error {
 		<-s.commitDone
 		var err error
 		for attempt := 1; ; attempt++ {
-			if err = s.commit(ctx); err == nil || ctx.Err() != nil {
+			if err = s.commit(ctx); err == nil || ctx.Err() != nil || attempt > s.cfg.MaxRetries {
 				break
 			}
 			t := time.NewTimer(s.cfg.backoff(attempt))

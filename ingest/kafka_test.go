@@ -326,38 +326,14 @@ func TestKafkaSourceSurvivesFaults(t *testing.T) {
 
 	// The engine side: acknowledge every batch as it comes, redeliveries
 	// included.
-	var mu sync.Mutex
-	seen := map[string]int{}
-	produced := false
-	stopDrain := make(chan struct{})
-	drained := make(chan struct{})
-	go func() {
-		defer close(drained)
-		for {
-			select {
-			case b := <-h.out:
-				mu.Lock()
-				for _, id := range batchIDs(b) {
-					seen[id]++
-				}
-				more := !produced && len(seen) >= n/4
-				produced = produced || more
-				mu.Unlock()
-				if more {
-					c.ProduceLines(t, auditTopic, 3, lines[n/2:]...)
-				}
-				b.Done()
-			case <-stopDrain:
-				return
-			}
-		}
-	}()
+	eng := drainKafka(h)
 
 	// The supervisor: run again whenever Run gives up, until everything
 	// is delivered and committed.
 	restarts := 0
 	ends := map[int]int64{0: n / 3, 1: n / 3, 2: n / 3}
 	deadline := time.Now().Add(30 * time.Second)
+	produced := false
 	for {
 		select {
 		case err := <-h.runErr:
@@ -367,9 +343,11 @@ func TestKafkaSourceSurvivesFaults(t *testing.T) {
 			h.run()
 		case <-time.After(50 * time.Millisecond):
 		}
-		mu.Lock()
-		delivered := len(seen)
-		mu.Unlock()
+		delivered := len(eng.seen())
+		if !produced && delivered >= n/4 {
+			c.ProduceLines(t, auditTopic, 3, lines[n/2:]...)
+			produced = true
+		}
 		if delivered == n && fmt.Sprint(c.Committed(t, cfg.Group, auditTopic)) == fmt.Sprint(ends) {
 			break
 		}
@@ -378,8 +356,7 @@ func TestKafkaSourceSurvivesFaults(t *testing.T) {
 				delivered, n, c.Committed(t, cfg.Group, auditTopic), fetchFaults.Hits(), commitFaults.Hits(), cut.N())
 		}
 	}
-	close(stopDrain)
-	<-drained
+	seen := eng.stop()
 	require.NoError(t, h.stop())
 	require.NoError(t, h.src.Close(t.Context()))
 
@@ -395,6 +372,121 @@ func TestKafkaSourceSurvivesFaults(t *testing.T) {
 	}
 	t.Logf("Run restarts %d, events delivered again %d", restarts, redelivered)
 	require.Equal(t, ends, c.Committed(t, cfg.Group, auditTopic))
+}
+
+// kafkaEngine stands in for the engine: it acknowledges every batch a
+// source delivers as it comes, redeliveries included, and counts the ids.
+type kafkaEngine struct {
+	mu    sync.Mutex
+	ids   map[string]int
+	quit  chan struct{}
+	ended chan struct{}
+}
+
+func drainKafka(h *kafkaHarness) *kafkaEngine {
+	e := &kafkaEngine{ids: map[string]int{}, quit: make(chan struct{}), ended: make(chan struct{})}
+	go func() {
+		defer close(e.ended)
+		for {
+			select {
+			case b := <-h.out:
+				e.mu.Lock()
+				for _, id := range batchIDs(b) {
+					e.ids[id]++
+				}
+				e.mu.Unlock()
+				b.Done()
+			case <-e.quit:
+				return
+			}
+		}
+	}()
+	return e
+}
+
+// seen returns a copy of the ids delivered so far and how often.
+func (e *kafkaEngine) seen() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]int, len(e.ids))
+	for k, v := range e.ids {
+		out[k] = v
+	}
+	return out
+}
+
+// stop ends the draining and returns what was seen.
+func (e *kafkaEngine) stop() map[string]int {
+	close(e.quit)
+	<-e.ended
+	return e.seen()
+}
+
+// TestKafkaSourceRebalance runs two sources in one group: the partitions
+// are split between them, and when one leaves, the other takes over its
+// partitions from their last commit, so every event arrives at least once.
+func TestKafkaSourceRebalance(t *testing.T) {
+	c := newKafkaCluster(t, 3)
+	cfg := kafkaTestConfig(c)
+	cfg.CommitInterval = 10 * time.Millisecond
+	batch := 0
+	produce := func(n int) {
+		var lines []string
+		for i := range n {
+			lines = append(lines, kafkaEventLine(fmt.Sprintf("p%d-b%d-%03d", i%3, batch, i), kafkaT0))
+		}
+		c.ProduceLines(t, auditTopic, 3, lines...)
+		batch++
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		require.Eventually(t, cond, 20*time.Second, 20*time.Millisecond, what)
+	}
+	union := func(es ...*kafkaEngine) map[string]bool {
+		u := map[string]bool{}
+		for _, e := range es {
+			for id := range e.seen() {
+				u[id] = true
+			}
+		}
+		return u
+	}
+
+	produce(300)
+	a := startKafkaSource(t, cfg, nil)
+	ea := drainKafka(a)
+	waitFor("a consumes alone", func() bool { return len(ea.seen()) == 300 })
+
+	b := startKafkaSource(t, cfg, nil)
+	eb := drainKafka(b)
+	_, err := c.WaitGroupStable(t.Context(), cfg.Group, 2)
+	require.NoError(t, err)
+	produce(300)
+	waitFor("both consume", func() bool { return len(union(ea, eb)) == 600 })
+	info := c.GroupInfo(cfg.Group)
+	require.Len(t, info.Members, 2)
+	for _, m := range info.Members {
+		require.Positive(t, m.NumAssigned(), "each member has partitions")
+	}
+
+	// a leaves: b gets every partition and all that follows.
+	ea.stop()
+	require.NoError(t, a.stop())
+	require.NoError(t, a.src.Close(t.Context()))
+	before := eb.seen()
+	produce(300)
+	waitFor("b takes over", func() bool { return len(union(ea, eb)) == 900 })
+	fromB := map[string]bool{}
+	for id := range eb.seen() {
+		if before[id] == 0 && strings.Contains(id, "-b2-") {
+			fromB[id[:2]] = true
+		}
+	}
+	require.Equal(t, map[string]bool{"p0": true, "p1": true, "p2": true}, fromB, "b reads all partitions after a left")
+	waitFor("everything committed", func() bool {
+		return fmt.Sprint(c.Committed(t, cfg.Group, auditTopic)) == fmt.Sprint(map[int]int64{0: 300, 1: 300, 2: 300})
+	})
+	eb.stop()
 }
 
 // TestKafkaSourcePersistentErrors checks that errors that do not go away
