@@ -823,13 +823,16 @@ func parseRecords(lit []byte) (int64, *DecodeError) {
 	return n, nil
 }
 
-// parseTime parses an RFC 3339 date-time ("2006-01-02T15:04:05Z",
+// parseRFC3339 parses an RFC 3339 date-time ("2006-01-02T15:04:05Z",
 // optionally with a fraction of a second of any length, of which the first 9
 // digits count, and "Z" or a "±hh:mm" offset) and returns the instant in
-// UTC. It accepts what time.Parse(time.RFC3339Nano, s) accepts in its strict
-// form, and also lower-case "t" and "z", which RFC 3339 §5.6 allows. Unlike
-// time.Parse it never allocates: an offset is applied, not kept as a
-// time.FixedZone. Leap seconds (:60) are rejected, as time.Parse does.
+// UTC. Unlike time.Parse it never allocates: an offset is applied, not kept
+// as a time.FixedZone (which time.Parse allocates for any offset but the
+// local one). It accepts what time.Parse(time.RFC3339Nano, s) accepts for
+// that grammar, plus the lower-case "t" and "z" that RFC 3339 §5.6 allows,
+// and rejects what RFC 3339 does but time.Parse lets through: offsets past
+// ±23:59 and a ',' before the fraction. Leap seconds (:60) are rejected, as
+// by time.Parse.
 func parseRFC3339(s []byte) (time.Time, bool) {
 	if len(s) < len("2006-01-02T15:04:05Z") ||
 		s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' || s[16] != ':' {

@@ -253,8 +253,13 @@ func (j *fileJob) decode() {
 		var derr *DecodeError
 		if l.size > 0 {
 			derr = tooLargeError(l.size)
-		} else if err := Decode(l.b, &evs[n]); err != nil && !errors.As(err, &derr) {
-			derr = &DecodeError{Reason: ReasonNotJSON, Msg: err.Error()}
+		} else if err := Decode(l.b, &evs[n]); err != nil {
+			// Decode returns only *DecodeError. (errors.As would make derr
+			// escape: one allocation per line.)
+			var ok bool
+			if derr, ok = err.(*DecodeError); !ok {
+				derr = &DecodeError{Reason: ReasonNotJSON, Msg: err.Error()}
+			}
 		}
 		if derr != nil {
 			j.bad = append(j.bad, badLine{at: n, no: l.no, raw: l.b, err: derr})

@@ -620,3 +620,27 @@ shopguard_events_total{action="password.reset"} 0
 	nilM.Invalid(ReasonBadIP)
 	require.Equal(t, Stats{Invalid: map[string]int64{}}, nilM.Stats())
 }
+
+// TestFileSourceAllocatesPerBatchNotPerEvent guards the hot path: reading
+// 20,000 events costs a few allocations per batch, none per event.
+func TestFileSourceAllocatesPerBatchNotPerEvent(t *testing.T) {
+	var b bytes.Buffer
+	const n = 20000
+	for i := range n {
+		b.WriteString(eventLine(i) + "\n")
+	}
+	p := writeFile(t, t.TempDir(), "allocs.jsonl", b.Bytes())
+	allocs := testing.AllocsPerRun(2, func() {
+		out := make(chan shopguard.Batch, 64)
+		errc := make(chan error, 1)
+		go func() { errc <- (&FileSource{Paths: []string{p}, Workers: 2}).Run(context.Background(), out) }()
+		got := 0
+		for got < n {
+			got += len((<-out).Events)
+		}
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	})
+	require.Less(t, allocs, float64(n/DefaultBatchSize*20), "allocations for %d events", n)
+}

@@ -26,7 +26,9 @@ type DeadLetter interface {
 
 // Defaults of Rejects.
 const (
-	DefaultRejectLogBurst    = 10
+	// DefaultRejectLogBurst is how many rejects are logged per window.
+	DefaultRejectLogBurst = 10
+	// DefaultRejectLogInterval is the length of a logging window.
 	DefaultRejectLogInterval = time.Minute
 	// rejectSnippet is how much of a rejected input a log line repeats.
 	rejectSnippet = 256
@@ -61,6 +63,9 @@ type Rejects struct {
 func (r *Rejects) Reject(ctx context.Context, pos string, raw []byte, derr *DecodeError) error {
 	if r == nil {
 		return nil
+	}
+	if derr == nil {
+		derr = &DecodeError{Reason: ReasonNotJSON, Msg: "rejected without a reason"}
 	}
 	r.Metrics.Invalid(derr.Reason)
 	if r.Logger != nil && r.admit() {
