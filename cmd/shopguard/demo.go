@@ -74,7 +74,9 @@ func runDemo(ctx context.Context, e env, args []string) int {
 	}
 
 	topic := cfg.Kafka.Topic
-	b, err := broker.Start(ctx, broker.Config{
+	// The broker outlives ctx: the consumer commits its offsets to it while
+	// shutting down, and the deferred Close stops it last.
+	b, err := broker.Start(context.WithoutCancel(ctx), broker.Config{
 		Listen:           kafkaListen,
 		Topics:           map[string]int32{topic: 3, cfg.Kafka.DeadLetterTopic: 1, alert.DefaultKafkaConfig.Topic: 1},
 		AutoCreateTopics: true,
