@@ -21,22 +21,22 @@ func (r bruteRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopguar
 	c := r.e.cfg.BruteForce
 	a := r.e.account(ev)
 	t := ev.Time.UnixNano()
-	if quiet(a.firedBrute, t, c.Window) {
+	if quiet(a.x.firedBrute, t, c.Window) {
 		return dst
 	}
-	n, lo, hi := a.fails.densest(t, int64(c.Window), nil)
+	n, lo, hi := a.x.fails.densest(t, int64(c.Window), nil)
 	if n < int64(c.Threshold) {
 		return dst
 	}
-	a.firedBrute = t
-	addrs := distinctAddrs(a.fails.s[lo:hi])
+	a.x.firedBrute = t
+	addrs := distinctAddrs(a.x.fails.s[lo:hi])
 	summary := fmt.Sprintf("%d failed logins for %s in %s within %s from %d address(es)",
 		n, a.actor, a.shop, human(c.Window), len(addrs))
 	return append(dst, newFinding(r.Name(), c.Severity, ev, a.shop, a.actor, ev.IP.String(), summary, shopguard.Evidence{
 		Count:     n,
 		Threshold: int64(c.Threshold),
 		Window:    human(c.Window),
-		First:     time.Unix(0, a.fails.s[lo].t).UTC(),
+		First:     time.Unix(0, a.x.fails.s[lo].t).UTC(),
 		Addresses: addrs,
 	}))
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -23,23 +22,40 @@ type Rule interface {
 	Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopguard.Finding
 }
 
-// account is the state of one admin account (shop_id + actor).
+// account is the state of one admin account (shop_id + actor). It is kept
+// small, because there is one per active account for up to a day: what only
+// failures, exports and findings need lives in extra, allocated on first
+// use.
 type account struct {
 	h           uint64 // accountHash(shop, actor)
-	shop, actor string
-	fails       window // failed logins, for brute_force and account_takeover
-	exports     window // exported records, for bulk_export
+	shop, actor string // one allocation, shared by both
 	logins      [travelKeep]login
 	nLogins     int
+	firedTravel int64 // event time (unix ns) of the last impossible_travel finding; 0 is never
+	x           *extra
+}
+
+// extra is the part of an account's state that most accounts never need.
+type extra struct {
+	fails   window // failed logins, for brute_force and account_takeover
+	exports window // exported records, for bulk_export
 
 	// Event times (unix ns) of the last finding of each rule, for the
 	// once-per-window suppression; 0 is never.
-	firedBrute, firedTravel, firedTakeover, firedExport, firedCritical int64
+	firedBrute, firedTakeover, firedExport, firedCritical int64
 
 	// The last impossible_travel or account_takeover finding, which makes
 	// exports after it critical.
 	compromised                    int64
 	compromisedID, compromisedRule string
+}
+
+// ext returns the account's extra state, creating it.
+func (a *account) ext() *extra {
+	if a.x == nil {
+		a.x = &extra{}
+	}
+	return a.x
 }
 
 // login is one located successful login, for impossible_travel.
@@ -49,9 +65,9 @@ type login struct {
 	geo shopguard.Geo
 }
 
-// travelKeep is how many located logins an account keeps, so that a login
-// arriving out of order is still compared with its neighbours in time.
-const travelKeep = 4
+// travelKeep is how many located logins an account keeps: two, so that a
+// login arriving out of order is still compared with its neighbours in time.
+const travelKeep = 2
 
 // srcKey identifies a source: an address (full length) or a block.
 type srcKey struct {
@@ -184,13 +200,13 @@ func (e *Engine) Process(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 		a := e.account(ev)
 		c := e.cfg
 		keep := max(c.BruteForce.Window, c.AccountTakeover.Window)
-		a.fails.add(stamp{t: t, n: 1, addr: ev.IP}, e.mark-int64(keep), 8*max(c.BruteForce.Threshold, c.AccountTakeover.Failures, 32))
+		a.ext().fails.add(stamp{t: t, n: 1, addr: ev.IP}, e.mark-int64(keep), 8*max(c.BruteForce.Threshold, c.AccountTakeover.Failures, 32))
 	case shopguard.ActionLoginSuccess:
 		e.account(ev)
 	case shopguard.ActionCustomersExport, shopguard.ActionOrdersExport:
 		a := e.account(ev)
 		keep := e.cfg.BulkExport.Window
-		a.exports.add(stamp{t: t, n: ev.Records}, e.mark-int64(keep), 4096)
+		a.ext().exports.add(stamp{t: t, n: ev.Records}, e.mark-int64(keep), 4096)
 	default:
 		return dst
 	}
@@ -215,7 +231,8 @@ func (e *Engine) account(ev *shopguard.Event) *account {
 	for {
 		a := e.accounts.get(h)
 		if a == nil {
-			a = &account{h: h, shop: strings.Clone(ev.ShopID), actor: strings.Clone(ev.Actor)}
+			name := ev.ShopID + ev.Actor // a copy: ev's strings may alias a reused buffer
+			a = &account{h: h, shop: name[:len(ev.ShopID)], actor: name[len(ev.ShopID):]}
 			e.accounts.put(h, a)
 		} else if a.shop != ev.ShopID || a.actor != ev.Actor {
 			h++ // a 64-bit hash collision: probe on

@@ -80,7 +80,7 @@ func TestWindowIsBounded(t *testing.T) {
 	}
 	ev := fail(at(time.Minute), "shop-1", "owner", "45.95.147.9")
 	a := e.account(&ev)
-	require.LessOrEqual(t, len(a.fails.s), 8*32)
+	require.LessOrEqual(t, len(a.x.fails.s), 8*32)
 }
 
 type recordingSink struct {

@@ -19,7 +19,8 @@ func (r exportRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 		return dst
 	}
 	c := r.e.cfg.BulkExport
-	a := r.e.account(ev)
+	acct := r.e.account(ev)
+	a := acct.ext() // Process recorded the export, so it exists
 	t := ev.Time.UnixNano()
 	ip := ev.IP.String
 
@@ -27,7 +28,7 @@ func (r exportRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 		a.firedCritical, a.firedExport = t, t
 		summary := fmt.Sprintf("%s of %s records %s after %s", ev.Action, commas(ev.Records),
 			human(timeOf(t).Sub(timeOf(a.compromised))), a.compromisedRule)
-		return append(dst, newFinding(r.Name(), c.CompromiseSeverity, ev, a.shop, a.actor, ip(), summary, shopguard.Evidence{
+		return append(dst, newFinding(r.Name(), c.CompromiseSeverity, ev, acct.shop, acct.actor, ip(), summary, shopguard.Evidence{
 			Cause:     "after_" + a.compromisedRule,
 			CauseID:   a.compromisedID,
 			CauseRule: a.compromisedRule,
@@ -46,7 +47,7 @@ func (r exportRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 	a.firedExport = t
 	summary := fmt.Sprintf("%s records exported in %d export(s) within %s (threshold %s)",
 		commas(sum), hi-lo, human(c.Window), commas(c.Threshold))
-	return append(dst, newFinding(r.Name(), c.Severity, ev, a.shop, a.actor, ip(), summary, shopguard.Evidence{
+	return append(dst, newFinding(r.Name(), c.Severity, ev, acct.shop, acct.actor, ip(), summary, shopguard.Evidence{
 		Count:     sum,
 		Threshold: c.Threshold,
 		Window:    human(c.Window),

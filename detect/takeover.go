@@ -23,14 +23,18 @@ func (r takeoverRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopg
 	c := e.cfg.AccountTakeover
 	a := e.account(ev)
 	t := ev.Time.UnixNano()
-	if quiet(a.firedTakeover, t, c.Window) {
+	x := a.x
+	if x == nil {
+		x = &noExtra
+	}
+	if quiet(x.firedTakeover, t, c.Window) {
 		return dst
 	}
 	from := t - int64(c.Window)
 	var n int64
 	first := t
-	for i := range a.fails.s {
-		if s := &a.fails.s[i]; s.addr == ev.IP && s.t >= from && s.t <= t {
+	for i := range x.fails.s {
+		if s := &x.fails.s[i]; s.addr == ev.IP && s.t >= from && s.t <= t {
 			n++
 			first = min(first, s.t)
 		}
@@ -58,7 +62,7 @@ func (r takeoverRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopg
 		return dst
 	}
 	f := newFinding(r.Name(), c.Severity, ev, a.shop, a.actor, ev.IP.String(), summary, evd)
-	a.firedTakeover = t
+	a.ext().firedTakeover = t
 	a.compromise(t, &f)
 	return append(dst, f)
 }
@@ -74,10 +78,13 @@ func (e *Engine) flaggedSource(ip netip.Addr, from, t int64) *source {
 	return nil
 }
 
+// noExtra stands in for the extra state of an account that has none.
+var noExtra extra
+
 // compromise marks the account as probably in an attacker's hands since t,
 // which makes its exports critical (bulk_export).
 func (a *account) compromise(t int64, f *shopguard.Finding) {
-	if t >= a.compromised {
-		a.compromised, a.compromisedID, a.compromisedRule = t, f.ID, f.Rule
+	if x := a.ext(); t >= x.compromised {
+		x.compromised, x.compromisedID, x.compromisedRule = t, f.ID, f.Rule
 	}
 }
