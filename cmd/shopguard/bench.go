@@ -162,14 +162,14 @@ func writeBenchFile(path, workload string, n int64) error {
 			}
 		}
 	case "distinct":
-		// Every event a new account and a new public address, spread over
-		// a day of event time; a tenth are failures, the rest successes.
+		// Every event a new account and a new address, spread over a day
+		// of event time; half are failures, half successes.
 		start := generate.DefaultConfig.Start
 		step := 24 * time.Hour / time.Duration(n)
 		for i := range n {
 			ev = shopguard.Event{Time: start.Add(time.Duration(i) * step), ShopID: "shop-" + strconv.FormatInt(i, 36),
 				Actor: "owner", Action: shopguard.ActionLoginSuccess, IP: distinctAddr(i)}
-			if i%10 == 0 {
+			if i%2 == 0 {
 				ev.Action = shopguard.ActionLoginFailure
 			}
 			buf = append(generate.AppendJSON(buf[:0], &ev), '\n')
@@ -187,15 +187,20 @@ func writeBenchFile(path, workload string, n int64) error {
 	return os.Rename(tmp, path)
 }
 
-// distinctAddr maps i to a distinct public IPv4 address inside the demo
-// world's blocks when it can, so that a share of them is located.
+// distinctAddr gives event i an address no other event has: failures (every
+// other event) from 11.0.0.0 upwards, each in a /24 of its own for long
+// stretches so that no block crosses the stuffing threshold; successes from
+// 60.0.0.0 upwards, of which a quarter are replaced by an address of the
+// demo world so that they are located and travel keeps state.
 func distinctAddr(i int64) netip.Addr {
-	c := geodemo.Cities[i%int64(len(geodemo.Cities))]
-	if i%2 == 0 {
-		return c.Addr(uint32(i / int64(len(geodemo.Cities))))
+	v := uint32(60<<24) + uint32(i/2)
+	switch {
+	case i%2 == 0:
+		v = uint32(11<<24) + uint32(i/2)*257
+	case i%8 == 1:
+		c := geodemo.Cities[(i/8)%int64(len(geodemo.Cities))]
+		return c.Addr(uint32(i / 8 / int64(len(geodemo.Cities))))
 	}
-	// Spread the rest over 11.0.0.0/8 upwards: public unicast space.
-	v := uint32(11<<24) + uint32(i)
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
