@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -59,6 +60,10 @@ func runBench(ctx context.Context, e env, args []string) int {
 	var (
 		dir, sizes, workload string
 		workers              int
+		live                 bool
+		liveRate             float64
+		liveSeconds          int
+		cpuProfile           string
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(e.stderr, benchUsage); fs.PrintDefaults() }
@@ -66,8 +71,34 @@ func runBench(ctx context.Context, e env, args []string) int {
 	fs.StringVar(&dir, "dir", filepath.Join(os.TempDir(), "shopguard-bench"), "`directory` for the generated files (reused)")
 	fs.StringVar(&workload, "workload", "realistic", "realistic (generator traffic) or distinct (a new account and address per event)")
 	fs.IntVar(&workers, "workers", 0, "replay decoders (0: one per CPU)")
+	fs.BoolVar(&live, "live", false, "measure the live path through the embedded broker instead (consume rate vs kafka-go, latency)")
+	fs.Float64Var(&liveRate, "live-rate", 20000, "with --live: produce rate for the latency measurement, events/s")
+	fs.IntVar(&liveSeconds, "live-seconds", 10, "with --live: how long the latency measurement produces")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "with --live: write a CPU profile of the run to this `file`")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return usageError(e, "bench", "--cpuprofile: %v", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return usageError(e, "bench", "--cpuprofile: %v", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if live {
+		n, err := strconv.Atoi(strings.Split(sizes, ",")[0])
+		if err != nil || n <= 0 {
+			return usageError(e, "bench", "--events: %q is not a positive count", sizes)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			fmt.Fprintln(e.stderr, "shopguard bench:", err)
+			return exitRuntime
+		}
+		return benchLive(ctx, e, dir, n, liveRate, liveSeconds)
 	}
 	if workload != "realistic" && workload != "distinct" {
 		return usageError(e, "bench", "--workload: %q is not realistic or distinct", workload)

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/alert"
+	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/broker"
+	"github.com/shopguard/shopguard/ingest/generate"
+	"github.com/shopguard/shopguard/ingest/geodemo"
+)
+
+// tapSource passes a source's batches on and reports each batch's events
+// once the batch is Done, i.e. once its findings are held by the sinks.
+type tapSource struct {
+	src    shopguard.Source
+	onDone func(evs []shopguard.Event, at time.Time)
+}
+
+func (t *tapSource) Run(ctx context.Context, out chan<- shopguard.Batch) error {
+	mid := make(chan shopguard.Batch)
+	var err error
+	go func() { err = t.src.Run(ctx, mid); close(mid) }()
+	for b := range mid {
+		done, evs := b.Done, b.Events
+		b.Done = func() {
+			if done != nil {
+				done()
+			}
+			t.onDone(evs, time.Now())
+		}
+		select {
+		case out <- b:
+		case <-ctx.Done():
+		}
+	}
+	return err
+}
+
+// liveRig is an embedded broker with the engine wired as `run` wires it.
+type liveRig struct {
+	b   *broker.Broker
+	geo string
+}
+
+func (r *liveRig) kafka(topic, group string) ingest.KafkaConfig {
+	kc := ingest.DefaultKafkaConfig
+	kc.Brokers, kc.Topic, kc.Group, kc.DeadLetterTopic = r.b.Addrs(), topic, group, ""
+	return kc
+}
+
+// consume runs source → engine → /dev/null over topic in a fresh group
+// until stop says so; onDone sees every processed batch.
+func (r *liveRig) consume(ctx context.Context, topic, group string, onDone func([]shopguard.Event, time.Time)) error {
+	reg := newRegistry()
+	cfg := defaultConfig()
+	cfg.GeoIP.Path = r.geo
+	loc, closeGeo, err := openGeoIP(cfg.GeoIP, reg, nil)
+	if err != nil {
+		return err
+	}
+	defer closeGeo()
+	eng, err := newEngine(cfg.Detect, loc, reg, nil)
+	if err != nil {
+		return err
+	}
+	src, err := ingest.NewKafkaSource(r.kafka(topic, group), ingest.KafkaSourceOptions{Metrics: ingest.NewMetrics(reg)})
+	if err != nil {
+		return err
+	}
+	defer src.Close(context.Background())
+	out, err := alert.NewFile(alert.FileConfig{Path: os.DevNull}, nil, nil)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	return pipeline(ctx, &tapSource{src: src, onDone: onDone}, eng, out)
+}
+
+// benchLive measures, through the embedded broker in one run: kafka-go's
+// bare group consume rate of a topic next to shopguard's consume-and-detect
+// rate of the same topic, then the end-to-end latency (produce to findings
+// held by the sink) at a fixed produce rate.
+func benchLive(ctx context.Context, e env, dir string, n int, rate float64, seconds int) int {
+	fail := func(err error) int { fmt.Fprintln(e.stderr, "shopguard bench --live:", err); return exitRuntime }
+	b, err := broker.Start(ctx, broker.Config{Listen: "127.0.0.1:0",
+		Topics: map[string]int32{"bench-audit": 3, "bench-latency": 3}}, nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer b.Close()
+	rig := &liveRig{b: b, geo: filepath.Join(dir, "demo-city.mmdb")}
+	if err := geodemo.Write(rig.geo, geodemo.Cities); err != nil {
+		return fail(err)
+	}
+
+	// Fill the topic.
+	gc := generate.DefaultConfig
+	gc.Events, gc.Shops, gc.EventsPerSecond = int64(n), 20_000, 200
+	g, err := generate.New(gc)
+	if err != nil {
+		return fail(err)
+	}
+	p, err := ingest.NewKafkaProducer(rig.kafka("bench-audit", ""), generate.AppendJSON)
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := produce(ctx, g, p, 0, nil); err != nil {
+		return fail(err)
+	}
+	p.Close()
+
+	raw, err := ingest.RawConsume(ctx, rig.kafka("bench-audit", "bench-raw"), n)
+	if err != nil {
+		return fail(err)
+	}
+
+	var processed atomic.Int64
+	cctx, cancel := context.WithCancel(ctx)
+	start := time.Now()
+	var took time.Duration
+	err = rig.consume(cctx, "bench-audit", "bench-shopguard", func(evs []shopguard.Event, at time.Time) {
+		if processed.Add(int64(len(evs))) >= int64(n) && took == 0 {
+			took = at.Sub(start)
+			cancel()
+		}
+	})
+	cancel()
+	if err != nil {
+		return fail(err)
+	}
+
+	// Latency at a fixed rate: events are stamped with the wall clock as
+	// they are produced, and measured when their batch is Done.
+	var mu sync.Mutex
+	var lat []time.Duration
+	lctx, lcancel := context.WithCancel(ctx)
+	defer lcancel()
+	var wg sync.WaitGroup
+	var consumeErr error
+	wg.Go(func() {
+		consumeErr = rig.consume(lctx, "bench-latency", "bench-latency", func(evs []shopguard.Event, at time.Time) {
+			mu.Lock()
+			for i := range evs {
+				lat = append(lat, at.Sub(evs[i].Time))
+			}
+			mu.Unlock()
+		})
+	})
+	gc.Events = 0
+	g, err = generate.New(gc)
+	if err != nil {
+		return fail(err)
+	}
+	p, err = ingest.NewKafkaProducer(rig.kafka("bench-latency", ""), generate.AppendJSON)
+	if err != nil {
+		return fail(err)
+	}
+	sent := paced(lctx, g, p, rate, time.Duration(seconds)*time.Second)
+	p.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		got := len(lat)
+		mu.Unlock()
+		if int64(got) >= sent || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	lcancel()
+	wg.Wait()
+	if consumeErr != nil {
+		return fail(consumeErr)
+	}
+	slices.Sort(lat)
+	q := func(f float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(f*float64(len(lat))))]
+	}
+
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "live (embedded broker)\tevents\tseconds\tevents/s\tvs raw\t\n")
+	rawRate := float64(n) / raw.Seconds()
+	fmt.Fprintf(tw, "kafka-go raw group consume\t%d\t%.2f\t%.0f\t1.00×\t\n", n, raw.Seconds(), rawRate)
+	fmt.Fprintf(tw, "shopguard consume+detect\t%d\t%.2f\t%.0f\t%.2f×\t\n", n, took.Seconds(), float64(n)/took.Seconds(), float64(n)/took.Seconds()/rawRate)
+	_ = tw.Flush()
+	fmt.Fprintf(e.stdout, "\nlatency at %.0f events/s for %ds (produce → findings held by the sink): %d events, p50 %s, p99 %s, max %s\n",
+		rate, seconds, len(lat), q(0.5).Round(100*time.Microsecond), q(0.99).Round(100*time.Microsecond), q(1).Round(100*time.Microsecond))
+	return exitOK
+}
+
+// paced produces g's events at rate per second for d, each stamped with the
+// wall clock as its event time, and returns how many it produced.
+func paced(ctx context.Context, g *generate.Generator, p *ingest.KafkaProducer, rate float64, d time.Duration) int64 {
+	const tick = 20 * time.Millisecond
+	per := max(1, int(rate*tick.Seconds()))
+	batch := make([]shopguard.Event, per)
+	begin := time.Now()
+	var n int64
+	for time.Since(begin) < d && ctx.Err() == nil {
+		now := time.Now()
+		for i := range batch {
+			g.Next(&batch[i])
+			batch[i].Time = now
+		}
+		if err := p.Produce(ctx, batch...); err != nil {
+			return n
+		}
+		n += int64(per)
+		time.Sleep(time.Until(begin.Add(time.Duration(float64(n) / rate * float64(time.Second)))))
+	}
+	return n
+}
