@@ -3,6 +3,7 @@ package detect
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"strings"
 	"time"
@@ -135,11 +136,12 @@ func (c Config) Validate() error {
 
 	t := c.ImpossibleTravel
 	severity("impossible_travel.severity", t.Severity)
-	if t.MaxSpeedKMH <= 0 {
-		bad("impossible_travel.max_speed_kmh", "must be above 0, got %g", t.MaxSpeedKMH)
+	// Written so that NaN fails too (YAML has .nan and .inf).
+	if !(t.MaxSpeedKMH > 0) || math.IsInf(t.MaxSpeedKMH, 1) {
+		bad("impossible_travel.max_speed_kmh", "must be a finite number above 0, got %g", t.MaxSpeedKMH)
 	}
-	if t.MinDistanceKM < 0 {
-		bad("impossible_travel.min_distance_km", "must not be negative, got %g", t.MinDistanceKM)
+	if !(t.MinDistanceKM >= 0) || math.IsInf(t.MinDistanceKM, 1) {
+		bad("impossible_travel.min_distance_km", "must be a finite number, not negative, got %g", t.MinDistanceKM)
 	}
 	window("impossible_travel.suppress", t.Suppress)
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -75,9 +76,105 @@ func decodeConfig(b []byte, cfg *Config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return err
+		return withKeys(b, err)
+	}
+	// A second document would otherwise be ignored without a word.
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		return errors.New("more than one YAML document (---); a configuration file holds one")
 	}
 	return cfg.Validate()
+}
+
+// withKeys adds the dotted key to the errors of decoding doc, which yaml
+// reports by line only ("line 3: cannot unmarshal !!str `10 parsecs` into
+// time.Duration"), or, when a value's own parser rejects it (a CIDR in the
+// allowlist), not at all.
+func withKeys(doc []byte, err error) error {
+	var root yaml.Node
+	if yaml.Unmarshal(doc, &root) != nil {
+		return err // a syntax error, which names its line
+	}
+	type place struct {
+		line       int
+		key, value string
+	}
+	var names, values []place // every mapping key (value: its name), every scalar value
+	var walk func(n *yaml.Node, key string)
+	walk = func(n *yaml.Node, key string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, key)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				name := n.Content[i].Value
+				k := name
+				if key != "" {
+					k = key + "." + name
+				}
+				names = append(names, place{n.Content[i].Line, k, name})
+				walk(n.Content[i+1], k)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s[%d]", key, i))
+			}
+		case yaml.ScalarNode:
+			values = append(values, place{n.Line, key, n.Value})
+		} // Aliases are not followed, so an alias bomb costs nothing here.
+	}
+	walk(&root, "")
+	find := func(ps []place, line int, match func(string) bool) (place, bool) {
+		for _, p := range ps {
+			if (line == 0 || p.line == line) && p.key != "" && match(p.value) {
+				return p, true
+			}
+		}
+		return place{}, false
+	}
+
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		// A parser's own error quotes the value it rejected: find that value.
+		msg := err.Error()
+		if p, ok := find(values, 0, func(v string) bool {
+			v = strings.TrimSpace(v)
+			return v != "" && strings.Contains(msg, strconv.Quote(v))
+		}); ok {
+			return fmt.Errorf("line %d: %s: %w", p.line, p.key, err)
+		}
+		return err
+	}
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = m
+		var line int
+		if _, serr := fmt.Sscanf(m, "line %d:", &line); serr != nil {
+			continue
+		}
+		rest := strings.TrimPrefix(m, fmt.Sprintf("line %d: ", line))
+		var (
+			p  place
+			ok bool
+		)
+		if field, isField := strings.CutPrefix(rest, "field "); isField && strings.Contains(field, " not found in type ") {
+			field = field[:strings.Index(field, " not found in type ")]
+			p, ok = find(names, line, func(v string) bool { return v == field })
+			rest = "unknown key"
+		} else if _, v, quoted := strings.Cut(rest, "`"); quoted {
+			v, _, _ = strings.Cut(v, "`")
+			v = strings.TrimSuffix(v, "...") // yaml shortens long values
+			p, ok = find(values, line, func(s string) bool { return strings.HasPrefix(s, v) })
+		} else {
+			p, ok = find(names, line, func(string) bool { return true })
+		}
+		if ok {
+			msgs[i] = fmt.Sprintf("line %d: %s: %s", line, p.key, rest)
+		}
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 // Validate checks every section and returns all problems at once.
