@@ -40,15 +40,20 @@ func (t *table[K, V]) get(k K) *V {
 	return nil
 }
 
-// put stores v under k, evicting the oldest generation if the cap is
-// reached.
+// put stores v under k. The cap is kept by generations too: once the
+// current generation holds half the cap (or the table is full), the
+// previous one, entries not used since it began, is evicted, and the
+// current one becomes the previous. So an entry used at least once every
+// cap/2 new keys survives any number of new keys: an attacker spraying
+// random keys cannot flush the state of the account under attack, as
+// evicting everything whenever the cap is reached would.
 func (t *table[K, V]) put(k K, v *V) {
-	if len(t.cur)+len(t.prev) >= t.cap {
-		if len(t.prev) == 0 {
-			// Everything is current: age cur so that it becomes the oldest.
-			t.prev, t.cur = t.cur, t.prev
-		}
+	if len(t.cur) >= (t.cap+1)/2 || len(t.cur)+len(t.prev) >= t.cap {
 		t.evict("cap")
+		t.prev, t.cur = t.cur, t.prev
+		if len(t.prev) >= t.cap {
+			t.evict("cap") // everything was in use; nothing is older
+		}
 	}
 	t.cur[k] = v
 }
