@@ -13,7 +13,9 @@ import (
 
 // marshalFinding encodes f as the JSON object of SPEC §2. encoding/json
 // already escapes control characters and replaces invalid UTF-8, so hostile
-// actor names cannot break the JSONL framing. What it cannot encode are
+// actor names cannot break the JSONL framing; escapeJSON escapes what it
+// leaves raw (bidi overrides, DEL, C1 controls), so that `cat` or `less` of
+// a findings file shows them inert. What it cannot encode are
 // non-finite floats (a travel speed computed over a zero interval is +Inf),
 // and a record sink that retried such a finding forever would stall the
 // pipeline; finite replaces them first.
@@ -22,7 +24,7 @@ func marshalFinding(f *shopguard.Finding) ([]byte, error) {
 	if err != nil {
 		return nil, &permanentError{fmt.Errorf("encode finding %s: %w", f.ID, err)}
 	}
-	return b, nil
+	return escapeJSON(b), nil
 }
 
 // marshalEvidence encodes a finding's evidence, as finite does.
@@ -31,7 +33,28 @@ func marshalEvidence(f *shopguard.Finding) ([]byte, error) {
 	if err != nil {
 		return nil, &permanentError{fmt.Errorf("encode evidence of finding %s: %w", f.ID, err)}
 	}
-	return b, nil
+	return escapeJSON(b), nil
+}
+
+// escapeJSON rewrites the runes of encoding/json output that escapeText
+// would escape as JSON \u escapes. JSON syntax outside strings is printable
+// ASCII, so every such rune is inside a string, and the result decodes to
+// the same value: the escaping is lossless, unlike escapeText's.
+func escapeJSON(b []byte) []byte {
+	if !needsEscape(string(b)) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+32)
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError || unsafeRune(r) { // all in the BMP
+			out = fmt.Appendf(out, `\u%04x`, r)
+		} else {
+			out = append(out, b[i:i+size]...)
+		}
+		i += size
+	}
+	return out
 }
 
 // finite returns f, or a copy of it whose NaN floats are 0 and whose
