@@ -35,6 +35,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/shopguard/shopguard"
@@ -504,4 +505,37 @@ func TestReplayFieldLimits(t *testing.T) {
 	require.Equal(t, exitRuntime, code)
 	require.Contains(t, stderr.String(), "limits.jsonl:2")
 	require.Contains(t, stderr.String(), "shop_id")
+}
+
+// TestContainerRunsAsNonRoot: the image's final stage switches to an
+// unprivileged user, and the compose stack publishes every port on
+// loopback only.
+func TestContainerRunsAsNonRoot(t *testing.T) {
+	b, err := os.ReadFile("../../Dockerfile")
+	require.NoError(t, err)
+	df := string(b)
+	last := strings.LastIndex(df, "\nFROM ")
+	require.Positive(t, last)
+	user := regexp.MustCompile(`(?m)^USER\s+(\S+)`).FindAllStringSubmatch(df[last:], -1)
+	require.NotEmpty(t, user, "the final stage sets no USER: the container would run as root")
+	u := user[len(user)-1][1]
+	name, _, _ := strings.Cut(u, ":")
+	require.NotContains(t, []string{"root", "0"}, name)
+
+	b, err = os.ReadFile("../../docker-compose.yml")
+	require.NoError(t, err)
+	var compose struct {
+		Services map[string]struct {
+			User  string   `yaml:"user"`
+			Ports []string `yaml:"ports"`
+		} `yaml:"services"`
+	}
+	require.NoError(t, yaml.Unmarshal(b, &compose))
+	require.Contains(t, compose.Services, "shopguard")
+	require.NotContains(t, []string{"root", "0", "0:0"}, compose.Services["shopguard"].User)
+	for name, s := range compose.Services {
+		for _, p := range s.Ports {
+			require.True(t, strings.HasPrefix(p, "127.0.0.1:"), "service %s publishes %s beyond loopback", name, p)
+		}
+	}
 }
