@@ -174,8 +174,10 @@ func (e *Engine) accountHorizon() time.Duration {
 	c := e.cfg
 	h := max(c.BruteForce.Window, c.AccountTakeover.Window, c.BulkExport.Window, c.BulkExport.AfterCompromise, c.ImpossibleTravel.Suppress)
 	if c.ImpossibleTravel.Enabled {
-		travel := time.Duration(20037 / c.ImpossibleTravel.MaxSpeedKMH * float64(time.Hour))
-		h = max(h, min(travel, maxWindow))
+		// Capped in float first: a tiny max_speed_kmh would overflow a
+		// Duration.
+		hours := math.Min(20037/c.ImpossibleTravel.MaxSpeedKMH, maxWindow.Hours())
+		h = max(h, time.Duration(hours*float64(time.Hour)))
 	}
 	return h
 }

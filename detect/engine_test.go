@@ -163,3 +163,15 @@ func TestFindingIDsAreDeterministic(t *testing.T) {
 		ids[a[i].ID] = true
 	}
 }
+
+func TestHorizonWithTinySpeed(t *testing.T) {
+	cfg := DefaultConfig
+	cfg.ImpossibleTravel.MaxSpeedKMH = 1e-300
+	e, err := New(cfg)
+	require.NoError(t, err)
+	require.Equal(t, maxWindow, e.accountHorizon())
+	cfg.ImpossibleTravel.MaxSpeedKMH = 1000
+	e, err = New(cfg)
+	require.NoError(t, err)
+	require.Equal(t, time.Duration(20037*float64(time.Hour)/1000), e.accountHorizon())
+}
