@@ -404,6 +404,7 @@ type KafkaMetrics struct {
 	lag          *prometheus.GaugeVec
 	commits      prometheus.Counter
 	commitErrors prometheus.Counter
+	redelivered  prometheus.Counter
 	written      prometheus.Counter
 	failed       prometheus.Counter
 
@@ -435,6 +436,10 @@ func NewKafkaMetrics(reg prometheus.Registerer) *KafkaMetrics {
 		commitErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "shopguard_kafka_commit_errors_total",
 			Help: "Offset commits that did not succeed (they are retried).",
+		}),
+		redelivered: f.NewCounter(prometheus.CounterOpts{
+			Name: "shopguard_kafka_redelivered_total",
+			Help: "Messages fetched again after a rebalance or retry that this process had already processed; acknowledged, not processed twice.",
 		}),
 		sources: map[*KafkaSource]struct{}{},
 	}
@@ -515,10 +520,13 @@ func (o *KafkaSourceOptions) fill() {
 // rebalance, messages fetched but not committed are delivered again, which
 // finding ids make harmless.
 type KafkaSource struct {
-	cfg  KafkaConfig
-	r    *kafka.Reader
-	opts KafkaSourceOptions
-	log  *slog.Logger
+	// delivered is the offset of the last message of each partition put
+	// in a batch. Only Run touches it.
+	delivered map[int]int64
+	cfg       KafkaConfig
+	r         *kafka.Reader
+	opts      KafkaSourceOptions
+	log       *slog.Logger
 
 	running atomic.Bool
 	fetchOK atomic.Bool
@@ -738,6 +746,19 @@ func (s *KafkaSource) collect(ctx context.Context, first kafka.Message) (b shopg
 		if !found {
 			parts = append(parts, partPos{m.Partition, m.Offset, m.HighWaterMark})
 		}
+		// A message this source already handed to the engine comes again
+		// after a rebalance or a fetch retry resumes from the committed
+		// offset. The engine's state already holds it: processing it twice
+		// would count it twice (and could raise a finding a single pass
+		// would not), so it is only acknowledged again.
+		if last, ok := s.delivered[m.Partition]; ok && m.Offset <= last {
+			s.opts.Kafka.redelivered.Inc()
+			return
+		}
+		if s.delivered == nil {
+			s.delivered = map[int]int64{}
+		}
+		s.delivered[m.Partition] = m.Offset
 		b.Events = append(b.Events, shopguard.Event{})
 		ev := &b.Events[len(b.Events)-1]
 		if err := Decode(m.Value, ev); err != nil {
