@@ -228,3 +228,16 @@ func syncDir(dir string, logger *slog.Logger) {
 		logger.Debug("could not sync directory", "dir", dir, "err", err)
 	}
 }
+
+// NewWriterFile returns a File that appends findings to w, which it does not
+// own: standard output as the caller has it (an in-process caller may have
+// its own). Writes are not synced and not rolled back.
+func NewWriterFile(w io.Writer, name string, m *Metrics, logger *slog.Logger) *File {
+	return &File{path: name, out: writerFile{w}, backoff: recordBackoff, log: orDiscard(logger), m: m.forSink(sinkFile)}
+}
+
+// writerFile gives a plain io.Writer the syncFile methods File needs.
+type writerFile struct{ io.Writer }
+
+func (writerFile) Sync() error            { return nil }
+func (writerFile) Truncate(_ int64) error { return nil }

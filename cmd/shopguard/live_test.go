@@ -284,3 +284,31 @@ func TestRunRestartIsAtLeastOnce(t *testing.T) {
 	// and every line is a valid finding.
 	require.NotEmpty(t, ltIDs(t, file))
 }
+
+// TestReplayKafkaRange: replaying a time range of the topic (3 partitions,
+// keyed by account) gives the ids the file replay of those events gives.
+func TestReplayKafkaRange(t *testing.T) {
+	s := ltNewScenario(t, 60_000)
+	c := kafkatest.New(t, map[string]int32{"admin-audit": 3})
+	c.ProduceEvents(t, "admin-audit", s.evs...)
+
+	// The middle of the stream, by event time, and the same slice as a file.
+	since, until := s.evs[10_000].Time, s.evs[50_000].Time
+	var part bytes.Buffer
+	for i := range s.evs {
+		if ev := &s.evs[i]; !ev.Time.Before(since) && !ev.Time.After(until) {
+			part.Write(append(generate.AppendJSON(nil, ev), '\n'))
+		}
+	}
+	sub := &ltScenario{dir: t.TempDir(), geo: s.geo}
+	sub.events = filepath.Join(sub.dir, "part.jsonl")
+	require.NoError(t, os.WriteFile(sub.events, part.Bytes(), 0o644))
+	want := sub.replayIDs(t)
+
+	out := filepath.Join(t.TempDir(), "range.jsonl")
+	code, _, errs := rtMain(t, "", "replay", "--geoip", s.geo, "--out", out, "--brokers", c.Addrs()[0], "--topic", "admin-audit",
+		"--since", since.Format(time.RFC3339Nano), "--until", until.Format(time.RFC3339Nano))
+	require.Equal(t, 0, code, errs)
+	require.Equal(t, want, ltIDs(t, out))
+	require.Contains(t, errs, fmt.Sprintf("%d valid", strings.Count(part.String(), "\n")))
+}

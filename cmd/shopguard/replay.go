@@ -129,8 +129,10 @@ func runReplay(ctx context.Context, e env, args []string) int {
 
 	// A replay's output is not on a commit path: sync once, at Close, not
 	// after every batch.
-	out, err := alert.NewFile(alert.FileConfig{Path: f.out}, alert.NewMetrics(reg), log)
-	if err != nil {
+	var out *alert.File
+	if f.out == "-" {
+		out = alert.NewWriterFile(e.stdout, "standard output", alert.NewMetrics(reg), log)
+	} else if out, err = alert.NewFile(alert.FileConfig{Path: f.out}, alert.NewMetrics(reg), log); err != nil {
 		fmt.Fprintln(e.stderr, "shopguard replay: --out:", err)
 		return exitRuntime
 	}
