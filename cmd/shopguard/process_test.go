@@ -154,4 +154,3 @@ func eventLine(ev shopguard.Event, ip string) string {
 	return fmt.Sprintf(`{"time":%q,"shop_id":%q,"actor":%q,"action":%q,"ip":%q}`,
 		ev.Time.Format(time.RFC3339), ev.ShopID, ev.Actor, ev.Action, ip)
 }
-
