@@ -107,6 +107,8 @@ type Engine struct {
 	rules    []Rule
 	mark     int64 // newest event time seen (unix ns): the watermark
 
+	afterBatch func()
+
 	// Per-event memo, so the rules share one lookup.
 	cur     *shopguard.Event
 	curAcct *account
@@ -123,6 +125,12 @@ func WithMetrics(m *Metrics) Option { return func(e *Engine) { e.m = m } }
 
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.log = l } }
+
+// WithAfterBatch sets a function Run calls after each batch, once the
+// batch's findings are with the sink and its Done has been called, from the
+// goroutine that runs the engine: the place to take a checkpoint
+// (Snapshot) that matches the acknowledged offsets exactly.
+func WithAfterBatch(fn func()) Option { return func(e *Engine) { e.afterBatch = fn } }
 
 // WithClock sets the wall clock used for lag and latency metrics only;
 // detection never reads it.
@@ -311,6 +319,9 @@ func (e *Engine) Run(ctx context.Context, in <-chan shopguard.Batch, sink shopgu
 			b.Done()
 		}
 		e.observe(&b)
+		if e.afterBatch != nil {
+			e.afterBatch()
+		}
 	}
 	return nil
 }

@@ -493,6 +493,15 @@ type KafkaSourceOptions struct {
 	Rejects *Rejects
 	// Logger receives the source's logs (nil: discarded).
 	Logger *slog.Logger
+	// CommitOnFlush turns off the background commits: offsets are
+	// committed only by Flush and Close. Checkpoints use it, so that the
+	// group's offsets never run ahead of the last saved engine state.
+	CommitOnFlush bool
+	// Processed gives, by partition, the next offset after the events the
+	// engine's state already holds (a restored checkpoint's offsets).
+	// Messages before it that the group delivers again are acknowledged
+	// without being processed a second time.
+	Processed map[int]int64
 }
 
 func (o *KafkaSourceOptions) fill() {
@@ -613,7 +622,17 @@ func NewKafkaSource(cfg KafkaConfig, opts KafkaSourceOptions) (*KafkaSource, err
 	s.fetchOK.Store(true)
 	s.acks.init(cfg.Topic)
 	opts.Kafka.attach(s)
-	go s.commitLoop()
+	for p, next := range opts.Processed {
+		if s.delivered == nil {
+			s.delivered = map[int]int64{}
+		}
+		s.delivered[p] = next - 1
+	}
+	if opts.CommitOnFlush {
+		close(s.commitDone)
+	} else {
+		go s.commitLoop()
+	}
 	return s, nil
 }
 

@@ -30,20 +30,26 @@ type Config struct {
 	// auth) for the HTTP listener.
 	WebConfigFile string `yaml:"web_config_file"`
 
+	Checkpoint CheckpointConfig `yaml:"checkpoint"`
+
 	GeoIP  ingest.GeoIPConfig `yaml:"geoip"`
 	Kafka  ingest.KafkaConfig `yaml:"kafka"`
 	Detect detect.Config      `yaml:"detect"`
 	Sinks  alert.Config       `yaml:"sinks"`
+	// ScaleOut runs `shopguard run` as one of N instances (docs/scaling.md).
+	ScaleOut ingest.ScaleConfig `yaml:"scale_out"`
 }
 
 // defaultConfig returns the configuration an empty file means.
 func defaultConfig() Config {
 	return Config{
-		Listen:   "127.0.0.1:9464",
-		LogLevel: "info",
-		GeoIP:    ingest.DefaultGeoIPConfig,
-		Kafka:    ingest.DefaultKafkaConfig,
-		Detect:   cloneDetect(detect.DefaultConfig),
+		Listen:     "127.0.0.1:9464",
+		LogLevel:   "info",
+		GeoIP:      ingest.DefaultGeoIPConfig,
+		Checkpoint: DefaultCheckpointConfig,
+		Kafka:      ingest.DefaultKafkaConfig,
+		Detect:     cloneDetect(detect.DefaultConfig),
+		ScaleOut:   ingest.DefaultScaleConfig,
 	}
 }
 
@@ -186,6 +192,9 @@ func (c Config) Validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("log_level: %w", err))
 	}
+	if err := c.Checkpoint.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.GeoIP.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -193,6 +202,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Sinks.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.ScaleOut.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

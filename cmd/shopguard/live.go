@@ -19,6 +19,7 @@ import (
 
 	"github.com/shopguard/shopguard"
 	"github.com/shopguard/shopguard/alert"
+	"github.com/shopguard/shopguard/detect"
 	"github.com/shopguard/shopguard/ingest"
 )
 
@@ -72,9 +73,46 @@ func (l *live) serve(ctx context.Context) error {
 		defer closeGeo()
 		loc = g
 	}
-	eng, err := newEngine(cfg.Detect, loc, l.reg, l.log)
+	// With checkpoints, the engine saves its state with the offsets it
+	// corresponds to after a batch once the interval has passed, and only
+	// then are those offsets committed: the group's offsets never run
+	// ahead of the saved state.
+	var ck *checkpointer
+	var src *ingest.KafkaSource
+	var extra []detect.Option
+	if cfg.Checkpoint.Path != "" {
+		ck = newCheckpointer(cfg.Checkpoint, cfg.Kafka.Topic, cfg.Kafka.Group, l.reg, l.log)
+		extra = append(extra, detect.WithAfterBatch(func() {
+			if !ck.due() {
+				return
+			}
+			if ck.write(src.Acknowledged()) != nil {
+				return
+			}
+			fctx, cancel := context.WithTimeout(context.Background(), shutdownBudget)
+			defer cancel()
+			if err := src.Flush(fctx); err != nil {
+				l.log.Warn("offsets of the checkpoint not committed yet; the next checkpoint retries", "err", err)
+			}
+		}))
+	}
+	eng, err := newEngine(cfg.Detect, loc, l.reg, l.log, extra...)
 	if err != nil {
 		return usageErr{err}
+	}
+	var processed map[int]int64
+	if ck != nil {
+		ck.eng = eng
+		offsets, err := restoreCheckpoint(cfg.Checkpoint.Path, cfg.Kafka.Topic, cfg.Kafka.Group, eng)
+		switch {
+		case err != nil:
+			l.log.Error("checkpoint not restored: starting with empty state from the committed offsets", "err", err)
+		case offsets != nil:
+			processed = offsets
+			st := eng.Stats()
+			l.log.Info("checkpoint restored", "path", cfg.Checkpoint.Path, "offsets", offsets,
+				"accounts", st.Accounts, "sources", st.Sources, "watermark", st.Watermark)
+		}
 	}
 
 	if cfg.Sinks.Kafka != nil && len(cfg.Sinks.Kafka.Brokers) == 0 {
@@ -102,7 +140,8 @@ func (l *live) serve(ctx context.Context) error {
 		defer dl.Close()
 		rejects.DeadLetter = dl
 	}
-	src, err := ingest.NewKafkaSource(cfg.Kafka, ingest.KafkaSourceOptions{Metrics: im, Kafka: km, Rejects: rejects, Logger: l.log})
+	src, err = ingest.NewKafkaSource(cfg.Kafka, ingest.KafkaSourceOptions{Metrics: im, Kafka: km, Rejects: rejects, Logger: l.log,
+		CommitOnFlush: ck != nil, Processed: processed})
 	if err != nil {
 		return err
 	}
@@ -135,7 +174,21 @@ func (l *live) serve(ctx context.Context) error {
 	pipelineDone := make(chan struct{})
 	g.Add(func() error {
 		defer close(pipelineDone)
-		err := pipeline(srcCtx, src, eng, sinks)
+		var in shopguard.Source = src
+		if ck != nil {
+			in = &heartbeatSource{src: src, every: cfg.Checkpoint.Interval}
+		}
+		err := pipeline(srcCtx, in, eng, sinks)
+		if ck != nil && (err == nil || errors.Is(err, context.Canceled)) {
+			// The engine is idle and has acknowledged everything it
+			// processed: save its final state before Close commits the
+			// offsets it corresponds to. (After an engine error it may
+			// hold events whose batch was not acknowledged, so it is not
+			// saved.)
+			if cerr := ck.write(src.Acknowledged()); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
+		}
 		cctx, cancel := context.WithTimeout(context.Background(), shutdownBudget)
 		defer cancel()
 		if cerr := src.Close(cctx); cerr != nil {
@@ -221,4 +274,42 @@ func exitCode(e env, cmd string, err error) int {
 		return exitUsage
 	}
 	return exitRuntime
+}
+
+// heartbeatSource passes src's batches on and, when none came for every,
+// an empty batch, so that the engine's after-batch checkpoint runs (and
+// commits the offsets) even when the topic goes quiet.
+type heartbeatSource struct {
+	src   shopguard.Source
+	every time.Duration
+}
+
+func (h *heartbeatSource) Run(ctx context.Context, out chan<- shopguard.Batch) error {
+	mid := make(chan shopguard.Batch)
+	errc := make(chan error, 1)
+	go func() { errc <- h.src.Run(ctx, mid) }()
+	t := time.NewTicker(h.every)
+	defer t.Stop()
+	quiet := false
+	for {
+		select {
+		case b := <-mid:
+			quiet = false
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				return <-errc
+			}
+		case <-t.C:
+			if quiet {
+				select {
+				case out <- shopguard.Batch{}:
+				case <-ctx.Done():
+				}
+			}
+			quiet = true
+		case err := <-errc:
+			return err
+		}
+	}
 }

@@ -182,8 +182,8 @@ func openGeoIP(cfg ingest.GeoIPConfig, reg prometheus.Registerer, log *slog.Logg
 	return g, func() { _ = g.Close(); cleanup() }, nil
 }
 
-func newEngine(cfg detect.Config, loc shopguard.Locator, reg prometheus.Registerer, log *slog.Logger) (*detect.Engine, error) {
-	opts := []detect.Option{detect.WithMetrics(detect.NewMetrics(reg)), detect.WithLogger(log)}
+func newEngine(cfg detect.Config, loc shopguard.Locator, reg prometheus.Registerer, log *slog.Logger, extra ...detect.Option) (*detect.Engine, error) {
+	opts := append([]detect.Option{detect.WithMetrics(detect.NewMetrics(reg)), detect.WithLogger(log)}, extra...)
 	if loc != nil {
 		opts = append(opts, detect.WithLocator(loc))
 	}
