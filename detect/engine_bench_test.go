@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -92,4 +93,41 @@ func BenchmarkLogin(b *testing.B) {
 			benchEngine(b, DefaultConfig, evs)
 		})
 	}
+}
+
+// BenchmarkSnapshot writes and restores the state of 200,000 accounts,
+// each with a located login and a failure, and their sources.
+func BenchmarkSnapshot(b *testing.B) {
+	e, err := New(DefaultConfig, WithLocator(testLocator))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var fs []shopguard.Finding
+	for i := range 200_000 {
+		ip := netip.AddrFrom4([4]byte{126, 0, byte(i >> 8), byte(i)})
+		for _, a := range []shopguard.Action{shopguard.ActionLoginFailure, shopguard.ActionLoginSuccess} {
+			ev := shopguard.Event{Time: t0.Add(time.Duration(i) * 100 * time.Millisecond), ShopID: fmt.Sprintf("shop-%d", i),
+				Actor: "owner@example.jp", Action: a, IP: ip}
+			fs = e.Process(fs[:0], &ev)
+		}
+	}
+	var buf bytes.Buffer
+	b.Run("write", func(b *testing.B) {
+		for b.Loop() {
+			buf.Reset()
+			if err := e.Snapshot(&buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(buf.Len()), "bytes")
+		b.ReportMetric(float64(e.Stats().Accounts+e.Stats().Sources), "entries")
+	})
+	b.Run("restore", func(b *testing.B) {
+		for b.Loop() {
+			f, _ := New(DefaultConfig)
+			if err := f.Restore(bytes.NewReader(buf.Bytes())); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
