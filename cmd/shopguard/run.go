@@ -55,5 +55,8 @@ func runRun(ctx context.Context, e env, args []string) int {
 		cfg.LogLevel = logLevel
 	}
 	l := &live{cfg: cfg, reg: newRegistry(), log: newLogger(e.stderr, cfg.LogLevel), ready: make(chan struct{})}
+	if cfg.ScaleOut.Enabled {
+		return exitCode(e, "run", l.serveScaleOut(ctx))
+	}
 	return exitCode(e, "run", l.serve(ctx))
 }

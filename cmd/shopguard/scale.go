@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/shopguard/shopguard/alert"
+	"github.com/shopguard/shopguard/detect"
+	"github.com/shopguard/shopguard/ingest"
+)
+
+// The account stage's engines take flags from the source stage, and every
+// engine's state moves with its partition.
+var (
+	_ ingest.ScaleFlagger     = (*detect.Engine)(nil)
+	_ ingest.ScaleSnapshotter = (*detect.Engine)(nil)
+)
+
+// stageDetect returns the rules one stage of a scaled-out shopguard runs:
+// the source stage only credential_stuffing, which is keyed by source; the
+// account stage every other rule, keyed by account.
+func stageDetect(c detect.Config, stage string) detect.Config {
+	c = cloneDetect(c)
+	switch stage {
+	case ingest.StageSource:
+		c.ImpossibleTravel.Enabled = false
+		c.BruteForce.Enabled = false
+		c.AccountTakeover.Enabled = false
+		c.BulkExport.Enabled = false
+	case ingest.StageAccount:
+		c.CredentialStuffing.Enabled = false
+	}
+	return c
+}
+
+// serveScaleOut is `shopguard run` with scale_out.enabled: instead of the
+// single-process pipeline, this process is one instance of the scaled-out
+// topology (ingest.ScaleOut; docs/scaling.md), with the same sinks and HTTP
+// endpoints. It runs until ctx is done or a part fails.
+func (l *live) serveScaleOut(ctx context.Context) error {
+	cfg := l.cfg
+	if err := cfg.Kafka.Validate(); err != nil {
+		return usageErr{err}
+	}
+	loc := l.loc
+	if loc == nil {
+		g, closeGeo, err := openGeoIP(cfg.GeoIP, l.reg, l.log)
+		if err != nil {
+			return err
+		}
+		defer closeGeo()
+		loc = g
+	}
+	// One set of engine metrics for all tasks' engines; the warning about
+	// a missing GeoIP database once, not once per task.
+	dm := detect.NewMetrics(l.reg)
+	engLog := l.log
+	if loc == nil {
+		l.log.Warn("no GeoIP database: impossible_travel is not judged; pass --geoip or set geoip.path")
+		engLog = slog.New(slog.DiscardHandler)
+	}
+	newEngine := func(stage string) (ingest.ScaleEngine, error) {
+		opts := []detect.Option{detect.WithMetrics(dm), detect.WithLogger(engLog)}
+		if loc != nil {
+			opts = append(opts, detect.WithLocator(loc))
+		}
+		return detect.New(stageDetect(cfg.Detect, stage), opts...)
+	}
+	for _, stage := range []string{ingest.StageSource, ingest.StageAccount} {
+		if _, err := newEngine(stage); err != nil {
+			return usageErr{err}
+		}
+	}
+
+	if cfg.Sinks.Kafka != nil && len(cfg.Sinks.Kafka.Brokers) == 0 {
+		k := *cfg.Sinks.Kafka
+		k.Brokers = cfg.Kafka.Brokers
+		cfg.Sinks.Kafka = &k
+	}
+	sinks, err := alert.Build(cfg.Sinks, l.reg, l.log)
+	if err != nil {
+		return err
+	}
+	defer sinks.Close()
+	if l.console != nil {
+		sinks.AddRecord(l.console)
+	}
+
+	im := ingest.NewMetrics(l.reg)
+	km := ingest.NewKafkaMetrics(l.reg)
+	rejects := &ingest.Rejects{Metrics: im, Logger: l.log}
+	if cfg.Kafka.DeadLetterTopic != "" {
+		dl, err := ingest.NewKafkaDeadLetter(cfg.Kafka, km, l.log)
+		if err != nil {
+			return err
+		}
+		defer dl.Close()
+		rejects.DeadLetter = dl
+	}
+	so, err := ingest.NewScaleOut(cfg.Kafka, cfg.ScaleOut, ingest.ScaleOptions{
+		NewEngine:      newEngine,
+		Sink:           sinks,
+		IPv4Prefix:     cfg.Detect.CredentialStuffing.IPv4Prefix,
+		IPv6Prefix:     cfg.Detect.CredentialStuffing.IPv6Prefix,
+		Metrics:        im,
+		Kafka:          km,
+		Scale:          ingest.NewScaleMetrics(l.reg),
+		Rejects:        rejects,
+		Logger:         l.log,
+		ShutdownBudget: shutdownBudget,
+	})
+	if err != nil {
+		return usageErr{err}
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	l.addr = ln.Addr().String()
+	srv := &http.Server{Handler: l.mux(func() error {
+		if !so.Ready() {
+			return errors.New("scale-out: not yet a member of all three consumer groups")
+		}
+		return sinks.Ready()
+	}), ReadHeaderTimeout: 10 * time.Second}
+
+	var g run.Group
+	stop := make(chan struct{})
+	g.Add(func() error {
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		}
+		return nil
+	}, func(error) { closeOnce(stop) })
+
+	// The instance: on interrupt every task snapshots and commits, then
+	// the groups are left.
+	soCtx, cancelSO := context.WithCancel(context.Background())
+	soDone := make(chan struct{})
+	g.Add(func() error {
+		defer close(soDone)
+		return so.Run(soCtx)
+	}, func(error) { cancelSO() })
+
+	notifyCtx, cancelNotify := context.WithCancel(context.Background())
+	g.Add(func() error { return sinks.Run(notifyCtx) }, func(error) {
+		go func() { <-soDone; cancelNotify() }()
+	})
+
+	g.Add(func() error {
+		close(l.ready)
+		wc := cfg.WebConfigFile
+		err := web.Serve(ln, srv, &web.FlagConfig{WebConfigFile: &wc}, l.log)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}, func(error) {
+		go func() {
+			<-soDone
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+	})
+	names := so.Names()
+	l.log.Info("shopguard running scaled out", "listen", l.addr, "brokers", cfg.Kafka.Brokers, "topic", cfg.Kafka.Topic,
+		"group", cfg.Kafka.Group, "by_account", names.ByAccount, "by_source", names.BySource, "flags", names.Flags, "changelog", names.Changelog)
+	err = g.Run()
+	l.log.Info("shopguard stopped", "err", err)
+	return err
+}

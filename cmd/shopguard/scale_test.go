@@ -1,0 +1,371 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest/generate"
+	"github.com/shopguard/shopguard/ingest/geodemo"
+	"github.com/shopguard/shopguard/ingest/kafkatest"
+)
+
+// The scale-out tests run several `shopguard run` instances in-process (each
+// with its own registry, as separate processes would have) against one
+// kfake cluster, and compare the findings on the findings topic with what
+// one `shopguard replay` of the same events finds.
+
+const (
+	scAudit      = "admin-audit"
+	scFindings   = "shopguard-findings"
+	scGroup      = "sg-scale"
+	scPartitions = 6
+)
+
+// scScenario is generated admin traffic with attacks of every kind
+// (stuffing campaigns followed by takeovers and exports, brute force,
+// travel, rotation, insiders), with strictly increasing event times, as a
+// JSONL file, and the demo GeoIP database.
+type scScenario struct {
+	dir, events, geo string
+	evs              []shopguard.Event
+	want             map[string]shopguard.Finding // what replay finds, by id
+}
+
+func scNewScenario(t *testing.T, n int64) *scScenario {
+	t.Helper()
+	s := &scScenario{dir: t.TempDir()}
+	s.events = filepath.Join(s.dir, "events.jsonl")
+	s.geo = filepath.Join(s.dir, "demo.mmdb")
+	require.NoError(t, geodemo.Write(s.geo, geodemo.Cities))
+	cfg := generate.DefaultConfig
+	// One event per second of event time spreads n events over hours, so
+	// that the long attack episodes (stuffing, then takeover, then export)
+	// finish.
+	cfg.Seed, cfg.Events, cfg.AttackRate, cfg.Shops, cfg.EventsPerSecond = 11, n, 40, 300, 1
+	g, err := generate.New(cfg)
+	require.NoError(t, err)
+	var buf bytes.Buffer
+	var ev shopguard.Event
+	var last time.Time
+	for g.Next(&ev) {
+		// Distinct times: the order of events with equal times is the one
+		// thing a partitioned topic cannot carry (docs/scaling.md).
+		if !ev.Time.After(last) {
+			ev.Time = last.Add(time.Nanosecond)
+		}
+		last = ev.Time
+		s.evs = append(s.evs, ev)
+		buf.Write(append(generate.AppendJSON(nil, &ev), '\n'))
+	}
+	require.NoError(t, os.WriteFile(s.events, buf.Bytes(), 0o644))
+
+	out := filepath.Join(s.dir, "replay.jsonl")
+	var stderr bytes.Buffer
+	code := Main(context.Background(), []string{"replay", "--geoip", s.geo, "--out", out, s.events}, nil, io.Discard, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	s.want = scFindingsOf(t, bytes.Split(bytes.TrimSpace(b), []byte("\n")))
+	return s
+}
+
+// scFindingsOf parses findings, de-duplicated by id; a repeated id must
+// repeat the same finding.
+func scFindingsOf(t *testing.T, lines [][]byte) map[string]shopguard.Finding {
+	t.Helper()
+	out := map[string]shopguard.Finding{}
+	for _, l := range lines {
+		if len(l) == 0 {
+			continue
+		}
+		var f shopguard.Finding
+		require.NoError(t, json.Unmarshal(l, &f), string(l))
+		if prev, ok := out[f.ID]; ok {
+			require.Equal(t, prev, f, "finding %s delivered twice with different content", f.ID)
+		}
+		out[f.ID] = f
+	}
+	return out
+}
+
+// scByRule counts findings by rule and cause, for the logs.
+func scByRule(fs map[string]shopguard.Finding) map[string]int {
+	out := map[string]int{}
+	for _, f := range fs {
+		k := f.Rule
+		if f.Evidence.Cause != "" {
+			k += "/" + f.Evidence.Cause
+		}
+		out[k]++
+	}
+	return out
+}
+
+// scProduce writes the events to the audit topic in time order, each to a
+// random partition with a random key: producers that key however they like.
+func scProduce(t *testing.T, c *kafkatest.Cluster, evs []shopguard.Event, seed uint64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed))
+	msgs := kafkatest.EventMessages(evs...)
+	for i := range msgs {
+		msgs[i].Key = []byte(strconv.FormatUint(rng.Uint64(), 36))
+		msgs[i] = kafkatest.ToPartition(rng.IntN(scPartitions), msgs[i])
+	}
+	c.Produce(t, scAudit, msgs...)
+}
+
+func scCluster(t *testing.T) *kafkatest.Cluster {
+	return kafkatest.New(t, map[string]int32{scAudit: scPartitions, scFindings: 1, "admin-audit-dlq": 1})
+}
+
+// scInstance is one running `shopguard run` with scale_out enabled.
+type scInstance struct {
+	name   string
+	listen string
+	cancel context.CancelFunc
+	done   chan int
+	stderr *scBuffer
+}
+
+type scBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *scBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *scBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.b.String()
+	if len(out) > 6000 {
+		out = out[len(out)-6000:]
+	}
+	return out
+}
+
+func scFreeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// scStart starts an instance.
+func scStart(t *testing.T, s *scScenario, c *kafkatest.Cluster, name string) *scInstance {
+	t.Helper()
+	in := &scInstance{name: name, listen: scFreeAddr(t), done: make(chan int, 1), stderr: &scBuffer{}}
+	path := filepath.Join(t.TempDir(), "shopguard.yml")
+	cfg := fmt.Sprintf(`listen: %q
+log_level: info
+geoip: {path: %q}
+kafka:
+  brokers: [%q]
+  topic: %s
+  group: %s
+  commit_interval: 200ms
+  max_wait: 100ms
+  batch_linger: 5ms
+  heartbeat_interval: 200ms
+  session_timeout: 6s
+  rebalance_timeout: 10s
+  retry_backoff: 20ms
+  retry_backoff_max: 500ms
+  max_retries: 50
+scale_out:
+  enabled: true
+  snapshot_interval: 300ms
+  idle_timeout: 1s
+sinks:
+  kafka: {topic: %s}
+`, in.listen, s.geo, c.Addrs()[0], scAudit, scGroup, scFindings)
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
+	ctx, cancel := context.WithCancel(context.Background())
+	in.cancel = cancel
+	go func() { in.done <- Main(ctx, []string{"run", "--config", path}, nil, io.Discard, in.stderr) }()
+	t.Cleanup(func() { in.stop(t) })
+	return in
+}
+
+// stop interrupts the instance and waits for it to exit 0.
+func (in *scInstance) stop(t *testing.T) {
+	t.Helper()
+	if in.cancel == nil {
+		return
+	}
+	in.cancel()
+	in.cancel = nil
+	select {
+	case code := <-in.done:
+		require.Equal(t, 0, code, "%s exit status; stderr:\n%s", in.name, in.stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not stop within 30 s; stderr:\n%s", in.name, in.stderr.String())
+	}
+}
+
+// metric returns the sum of the samples of name whose labels contain
+// match, from the instance's /metrics, and false if it cannot be scraped.
+func (in *scInstance) metric(name, match string) (float64, bool) {
+	resp, err := http.Get("http://" + in.listen + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != '{' && line[len(name)] != ' ') {
+			continue
+		}
+		if match != "" && !strings.Contains(line, match) {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum, true
+}
+
+// scTopicFindings reads the findings topic: the findings de-duplicated by
+// id, and how many messages there were.
+func scTopicFindings(t *testing.T, c *kafkatest.Cluster) (map[string]shopguard.Finding, int) {
+	t.Helper()
+	msgs := c.ReadAll(t, scFindings)
+	lines := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		lines[i] = m.Value
+	}
+	return scFindingsOf(t, lines), len(msgs)
+}
+
+// scWaitDone waits until the running instances have processed everything:
+// the audit topic and both repartition topics are committed to their ends
+// and no instance holds an event back.
+func scWaitDone(t *testing.T, c *kafkatest.Cluster, running []*scInstance, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	check := func() string {
+		for _, tg := range [][2]string{{scAudit, scGroup}, {scGroup + "-by-source", scGroup + "-source"}, {scGroup + "-by-account", scGroup + "-account"}} {
+			committed := c.Committed(t, tg[1], tg[0])
+			for _, p := range c.PartitionInfos(tg[0]) {
+				if committed[int(p.Partition)] != p.HighWatermark {
+					return fmt.Sprintf("%s/%d committed by %s at %d of %d", tg[0], p.Partition, tg[1], committed[int(p.Partition)], p.HighWatermark)
+				}
+			}
+		}
+		for _, in := range running {
+			v, ok := in.metric("shopguard_scale_buffered_events", "")
+			if !ok || v != 0 {
+				return fmt.Sprintf("%s holds %v events", in.name, v)
+			}
+			n, _ := in.metric("shopguard_scale_partitions", "")
+			if n == 0 {
+				return in.name + " owns no partition"
+			}
+		}
+		return ""
+	}
+	stable := 0
+	for {
+		why := check()
+		if why == "" {
+			if stable++; stable == 3 { // and still so a second later
+				return
+			}
+		} else {
+			stable = 0
+		}
+		if time.Now().After(deadline) {
+			var logs strings.Builder
+			if d := os.Getenv("SHOPGUARD_SCALE_LOGS"); d != "" {
+				var b bytes.Buffer
+				_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+				_ = os.WriteFile(filepath.Join(d, "goroutines.txt"), b.Bytes(), 0o644)
+			}
+			for _, in := range running {
+				if d := os.Getenv("SHOPGUARD_SCALE_LOGS"); d != "" {
+					in.stderr.mu.Lock()
+					_ = os.WriteFile(filepath.Join(d, in.name+".log"), in.stderr.b.Bytes(), 0o644)
+					in.stderr.mu.Unlock()
+				}
+				fmt.Fprintf(&logs, "--- %s:\n%s\n", in.name, in.stderr.String())
+			}
+			t.Fatalf("not done after %s: %s\n%s", limit, why, logs.String())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// scRequireEqual compares the findings topic with the replay.
+func scRequireEqual(t *testing.T, s *scScenario, c *kafkatest.Cluster) {
+	t.Helper()
+	got, msgs := scTopicFindings(t, c)
+	t.Logf("replay: %d findings %v; scaled out: %d distinct findings in %d messages %v",
+		len(s.want), scByRule(s.want), len(got), msgs, scByRule(got))
+	var missing, extra []string
+	for id, f := range s.want {
+		if _, ok := got[id]; !ok {
+			missing = append(missing, fmt.Sprintf("%s %s %s/%s %s", f.Rule, f.Time.Format(time.RFC3339Nano), f.ShopID, f.Actor, f.IP))
+		}
+	}
+	for id, f := range got {
+		if _, ok := s.want[id]; !ok {
+			extra = append(extra, fmt.Sprintf("%s %s %s/%s %s", f.Rule, f.Time.Format(time.RFC3339Nano), f.ShopID, f.Actor, f.IP))
+		}
+	}
+	require.Empty(t, missing, "findings of the replay missing from the scaled-out run")
+	require.Empty(t, extra, "findings of the scaled-out run the replay does not have")
+	for id, f := range s.want {
+		require.Equal(t, f, got[id], "finding %s differs", id)
+	}
+}
+
+// TestScaleOutThreeInstancesMatchReplay: three instances in one group, the
+// audit topic keyed randomly, find exactly what one replay of the events
+// finds (ids and content), including takeovers decided on one instance
+// after stuffing flagged on another.
+func TestScaleOutThreeInstancesMatchReplay(t *testing.T) {
+	s := scNewScenario(t, 20_000)
+	require.NotZero(t, scByRule(s.want)["account_takeover/credential_stuffing"], "the scenario must chain stuffing and takeover")
+	c := scCluster(t)
+	scProduce(t, c, s.evs, 1)
+	var ins []*scInstance
+	for i := range 3 {
+		ins = append(ins, scStart(t, s, c, fmt.Sprintf("instance-%d", i+1)))
+	}
+	scWaitDone(t, c, ins, 50*time.Second)
+	for _, in := range ins {
+		late, ok := in.metric("shopguard_scale_late_total", "")
+		require.True(t, ok)
+		require.Zero(t, late, "%s processed events out of their order", in.name)
+		in.stop(t)
+	}
+	scRequireEqual(t, s, c)
+}

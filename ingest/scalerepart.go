@@ -1,0 +1,176 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shopguard/shopguard"
+)
+
+// repartition re-keys one partition of the audit topic into the
+// repartition topics until ctx is done (the partition was revoked or the
+// instance stops).
+//
+// Its position is the group's committed offset, and the stream time up to
+// it is the commit's metadata, so that whoever takes the partition over
+// gives every event the key it had before: the receivers rely on that to
+// drop what is written twice.
+func (s *ScaleOut) repartition(ctx context.Context, gen *kafka.Generation, part int) {
+	topic := s.kc.Topic
+	log := s.log.With("stage", StageRepartition, "topic", topic, "partition", part)
+	next, meta, err := s.committed(ctx, gen.GroupID, topic, part)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error("no committed offset; giving the partition up", "err", err)
+		}
+		return
+	}
+	// st is the stream time, the newest event time read so far; stNext is
+	// what it was after the event before next, which commits record.
+	var st, stNext int64
+	if next >= 0 && meta != "" {
+		if st, err = strconv.ParseInt(meta, 10, 64); err != nil {
+			log.Warn("committed stream time unreadable; starting from zero", "metadata", meta)
+			st = 0
+		}
+	}
+	stNext = st
+	if next < 0 {
+		if next, err = s.listOffset(ctx, topic, part, s.kc.StartOffset == StartLatest); err != nil {
+			if ctx.Err() == nil {
+				log.Error("no start offset; giving the partition up", "err", err)
+			}
+			return
+		}
+	}
+	r := s.partitionReader(topic, part)
+	defer r.Close()
+	if err := r.SetOffset(next); err != nil {
+		log.Error("seek", "offset", next, "err", err)
+		return
+	}
+	committed := next
+	lastCommit := time.Now()
+	commit := func(ctx context.Context) {
+		if next == committed {
+			return
+		}
+		if err := s.commit(ctx, gen, topic, part, next, strconv.FormatInt(stNext, 10)); err != nil {
+			log.Warn("commit did not succeed; a successor writes again what followed the last commit", "err", err)
+			return
+		}
+		committed, lastCommit = next, time.Now()
+	}
+	defer func() {
+		fctx, cancel := s.finalContext()
+		defer cancel()
+		commit(fctx)
+	}()
+	lag := s.opts.Kafka.lag.WithLabelValues(strconv.Itoa(part))
+	// hb appends a heartbeat to every partition of both topics: everything
+	// below (st, part, upTo) has been written.
+	hb := func(dst []kafka.Message, upTo int64, idle bool) []kafka.Message {
+		h := []kafka.Header{heartbeatHeader(scaleKey{t: st, p: int32(part), off: upTo}, idle)}
+		for q := range s.nAccount {
+			dst = append(dst, kafka.Message{Topic: s.names.ByAccount, Headers: h, WriterData: q})
+		}
+		for q := range s.nSource {
+			dst = append(dst, kafka.Message{Topic: s.names.BySource, Headers: h, WriterData: q})
+		}
+		return dst
+	}
+	// Announce the position at once, so that the stages hear from every
+	// input partition even before it has anything to say.
+	if s.write(ctx, hb(nil, next, false)) != nil {
+		return
+	}
+	forwarded := s.opts.Scale.events.WithLabelValues(StageRepartition)
+	idle := false
+	var (
+		msgs, out []kafka.Message
+		evs       []shopguard.Event
+	)
+	for {
+		msgs, err = s.fetchBatch(ctx, r, s.sc.IdleTimeout, msgs[:0])
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			// Nothing for IdleTimeout: declare the partition idle if it
+			// really has been read to its end.
+			if !idle {
+				end, lerr := s.listOffset(ctx, topic, part, true)
+				if lerr == nil && next >= end {
+					if s.write(ctx, hb(nil, next, true)) != nil {
+						return
+					}
+					idle = true
+					lag.Set(0)
+					commit(ctx)
+				}
+			}
+			continue
+		}
+		if err != nil {
+			s.opts.Kafka.fetchErrors.Add(1)
+			log.Warn("fetch did not succeed; retrying", "err", err)
+			if sleepCtx(ctx, s.kc.RetryBackoff) != nil {
+				return
+			}
+			continue
+		}
+		idle = false
+		out, evs = out[:0], evs[:0]
+		for i := range msgs {
+			m := &msgs[i]
+			s.opts.Kafka.messages.Inc()
+			evs = append(evs, shopguard.Event{})
+			ev := &evs[len(evs)-1]
+			if err := Decode(m.Value, ev); err != nil {
+				evs = evs[:len(evs)-1]
+				s.reject(ctx, m, err)
+				continue
+			}
+			st = max(st, ev.Time.UnixNano())
+			h := []kafka.Header{eventHeader(scaleKey{t: st, p: int32(part), off: m.Offset})}
+			key := make([]byte, 0, len(ev.ShopID)+1+len(ev.Actor))
+			key = append(append(append(key, ev.ShopID...), 0), ev.Actor...)
+			out = append(out, kafka.Message{Topic: s.names.ByAccount, Key: key, Value: m.Value, Headers: h,
+				Time: m.Time, WriterData: partitionOf(key, s.nAccount)})
+			if ev.Action == shopguard.ActionLoginFailure {
+				sk := s.sourceKey(ev.IP)
+				out = append(out, kafka.Message{Topic: s.names.BySource, Key: sk, Value: m.Value, Headers: h,
+					Time: m.Time, WriterData: partitionOf(sk, s.nSource)})
+			}
+		}
+		last := &msgs[len(msgs)-1]
+		out = hb(out, last.Offset+1, false)
+		if s.write(ctx, out) != nil {
+			return // not committed: a successor writes it again, with the same keys
+		}
+		next, stNext = last.Offset+1, st
+		s.opts.Metrics.ReadEvents(evs)
+		forwarded.Add(float64(len(evs)))
+		lag.Set(float64(max(last.HighWaterMark-next, 0)))
+		if time.Since(lastCommit) >= s.kc.CommitInterval {
+			commit(ctx)
+		}
+	}
+}
+
+// reject hands an invalid audit message to Rejects, naming it
+// topic/partition/offset; it is skipped like in the single-process source.
+func (s *ScaleOut) reject(ctx context.Context, m *kafka.Message, err error) {
+	var derr *DecodeError
+	if !errors.As(err, &derr) {
+		derr = &DecodeError{Reason: ReasonNotJSON, Msg: err.Error()}
+	}
+	pos := m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
+	if rerr := s.opts.Rejects.Reject(context.WithoutCancel(ctx), pos, m.Value, derr); rerr != nil {
+		s.log.Debug("invalid message not dead-lettered; skipped anyway", "pos", pos, "err", rerr)
+	}
+}

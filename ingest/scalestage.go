@@ -1,0 +1,382 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shopguard/shopguard"
+)
+
+// scaleTask is one partition of a stage: its engine, its order buffer and
+// where it reads.
+type scaleTask struct {
+	s     *ScaleOut
+	gen   *kafka.Generation
+	stage string
+	topic string
+	part  int
+	log   *slog.Logger
+
+	eng     ScaleEngine
+	flagger ScaleFlagger // account stage
+	order   *scaleOrder
+	next    int64  // next offset of the internal partition to read
+	seq     uint64 // number of the last snapshot written or restored
+	dirty   bool   // changed since the last snapshot
+	broken  bool   // a delivery failed: the state is ahead of the sinks
+
+	// Account stage: flags not yet applied, by key.
+	inbox   *flagInbox
+	pending []scaleFlag
+	// Source stage: progress published last.
+	published    scaleKey
+	hasPublished bool
+
+	ev       shopguard.Event
+	fs       []shopguard.Finding
+	flagMsgs []kafka.Message
+
+	buffered prometheus.Gauge
+	lateC    prometheus.Counter
+	eventsC  prometheus.Counter
+}
+
+// runTask runs one partition of a stage until ctx is done: it restores the
+// partition's state from the changelog, processes, snapshots periodically,
+// and snapshots once more at the end.
+func (s *ScaleOut) runTask(ctx context.Context, gen *kafka.Generation, stage string, part int) {
+	topic := s.names.ByAccount
+	if stage == StageSource {
+		topic = s.names.BySource
+	}
+	t := &scaleTask{s: s, gen: gen, stage: stage, topic: topic, part: part,
+		log:      s.log.With("stage", stage, "topic", topic, "partition", part),
+		buffered: s.opts.Scale.buffered.WithLabelValues(stage),
+		lateC:    s.opts.Scale.late.WithLabelValues(stage),
+		eventsC:  s.opts.Scale.events.WithLabelValues(stage),
+	}
+	if err := t.restore(ctx); err != nil {
+		if ctx.Err() == nil {
+			t.log.Error("task not restored; giving the partition up", "err", err)
+		}
+		return
+	}
+	t.buffered.Add(float64(len(t.order.items)))
+	defer func() { t.buffered.Sub(float64(len(t.order.items))) }()
+	if stage == StageAccount {
+		t.inbox = s.flags.subscribe(t.order.done)
+		defer s.flags.unsubscribe(t.inbox)
+	}
+	r := s.partitionReader(topic, part)
+	defer r.Close()
+	if err := r.SetOffset(t.next); err != nil {
+		t.log.Error("seek", "offset", t.next, "err", err)
+		return
+	}
+
+	// The reader runs in its own goroutine so that the task can also act
+	// on flags, progress and the snapshot timer while no message comes.
+	fetched := make(chan []kafka.Message, 1)
+	fctx, stopFetch := context.WithCancel(ctx)
+	fetchDone := make(chan struct{})
+	go func() {
+		defer close(fetchDone)
+		for {
+			msgs, err := s.fetchBatch(fctx, r, 0, nil)
+			if fctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				s.opts.Kafka.fetchErrors.Add(1)
+				t.log.Warn("fetch did not succeed; retrying", "err", err)
+				if sleepCtx(fctx, s.kc.RetryBackoff) != nil {
+					return
+				}
+				continue
+			}
+			select {
+			case fetched <- msgs:
+			case <-fctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() {
+		stopFetch()
+		<-fetchDone
+	}()
+
+	// Deliveries keep their context a shutdown budget past ctx, so that
+	// what was processed is delivered and snapshotted at a rebalance.
+	sinkCtx, cancelSink := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSink()
+	stopSink := context.AfterFunc(ctx, func() { time.AfterFunc(s.opts.ShutdownBudget, cancelSink) })
+	defer stopSink()
+
+	tick := time.NewTicker(s.sc.SnapshotInterval)
+	defer tick.Stop()
+	var wake <-chan struct{}
+	if t.inbox != nil {
+		wake = t.inbox.wake
+	}
+	defer func() {
+		if t.broken {
+			return // the last snapshot stays the one to resume from
+		}
+		fctx, cancel := s.finalContext()
+		defer cancel()
+		t.snapshot(fctx)
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msgs := <-fetched:
+			t.receive(msgs)
+		case <-wake:
+		case <-tick.C:
+			t.snapshot(ctx)
+			if len(t.order.items) > 0 && t.log.Enabled(ctx, slog.LevelDebug) {
+				t.log.Debug("task waiting", "buffered", len(t.order.items), "frontier", t.order.frontier(),
+					"flags_frontier", t.s.flags.frontier(), "marks", t.order.marks, "next", t.next)
+			}
+			continue
+		}
+		if err := t.process(sinkCtx); err != nil {
+			t.broken = true
+			if ctx.Err() == nil {
+				t.log.Error("findings not delivered; giving the partition up", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// restore loads the task's newest snapshot and a fresh engine.
+func (t *scaleTask) restore(ctx context.Context) error {
+	s := t.s
+	eng, err := s.opts.NewEngine(t.stage)
+	if err != nil {
+		return err
+	}
+	t.eng = eng
+	if t.stage == StageAccount {
+		f, ok := eng.(ScaleFlagger)
+		if !ok {
+			return errors.New("the account stage's engine cannot take source flags")
+		}
+		t.flagger = f
+	}
+	if _, ok := eng.(ScaleSnapshotter); !ok {
+		s.warned.Do(func() {
+			s.log.Warn("the engine cannot snapshot its state: a partition that moves to another instance starts with empty state")
+		})
+	}
+	st, seq, unusable, err := s.loadSnapshot(ctx, t.stage, t.part)
+	if err != nil {
+		return err
+	}
+	result := restoreSnapshot
+	switch {
+	case st != nil:
+		t.next, t.order, t.seq = st.next, st.order, seq
+		if st.engine != nil {
+			if err := restoreEngine(eng, st.engine); err != nil {
+				// Resume where the snapshot says, with empty detection
+				// state, rather than not at all.
+				t.log.Error("engine state in the snapshot unusable; resuming from its position with empty state", "seq", seq, "err", err)
+				if t.eng, err = s.opts.NewEngine(t.stage); err != nil {
+					return err
+				}
+				if t.stage == StageAccount {
+					t.flagger = t.eng.(ScaleFlagger)
+				}
+				result = restoreUnusable
+			}
+		}
+	default:
+		// No snapshot: a fresh task reads its partition from the start
+		// (the committed offset only if the changelog lost its snapshot).
+		off, _, err := s.committed(ctx, t.gen.GroupID, t.topic, t.part)
+		if err != nil {
+			return err
+		}
+		result = restoreEmpty
+		if unusable || off >= 0 {
+			result = restoreUnusable
+			t.log.Error("no usable snapshot; resuming from the committed offset with empty state", "offset", off)
+		}
+		if off < 0 {
+			if off, err = s.listOffset(ctx, t.topic, t.part, false); err != nil {
+				return err
+			}
+		}
+		t.next, t.order = off, newScaleOrder(s.nInput)
+	}
+	s.opts.Scale.restores.WithLabelValues(t.stage, result).Inc()
+	t.log.Debug("task restored", "result", result, "seq", t.seq, "offset", t.next, "buffered", len(t.order.items))
+	return nil
+}
+
+// receive takes a batch of messages of the partition into the order
+// buffer.
+func (t *scaleTask) receive(msgs []kafka.Message) {
+	before := len(t.order.items)
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Offset < t.next {
+			continue // already received (the reader was re-positioned)
+		}
+		t.next = m.Offset + 1
+		t.dirty = true
+		kind, k, idle, err := parseInternal(m)
+		switch {
+		case err != nil:
+			t.log.Warn("unreadable internal message skipped", "offset", m.Offset, "err", err)
+		case kind == wireEvent:
+			t.order.add(k, m.Value)
+		case kind == wireHeartbeat:
+			t.order.mark(k.p, k, idle)
+		}
+	}
+	t.buffered.Add(float64(len(t.order.items) - before))
+}
+
+// process hands every event (and, in the account stage, every flag) that
+// may be processed to the engine, in key order, delivers the findings,
+// and (source stage) publishes the flags and progress.
+func (t *scaleTask) process(sinkCtx context.Context) error {
+	limit := t.order.frontier()
+	if t.inbox != nil {
+		limit = minKey(limit, t.s.flags.frontier())
+		if n := len(t.pending); t.inbox.take(&t.pending) > n {
+			slices.SortStableFunc(t.pending, func(a, b scaleFlag) int { return a.k.cmp(b.k) })
+		}
+	}
+	t.fs, t.flagMsgs = t.fs[:0], t.flagMsgs[:0]
+	before := len(t.order.items)
+	n := 0
+	for {
+		ek, hasEv := t.order.peek()
+		// Beyond max_buffered the oldest events go on regardless.
+		forced := hasEv && len(t.order.items) > t.s.sc.MaxBuffered
+		if len(t.pending) > 0 && (!hasEv || t.pending[0].k.cmp(ek) <= 0) {
+			// A flag comes first, even on a tie with the failed login
+			// that raised it: in one process it is set while that login
+			// is evaluated.
+			f := t.pending[0]
+			if f.k.cmp(limit) >= 0 && !forced {
+				break
+			}
+			t.pending = t.pending[1:]
+			if t.order.processed(f.k) {
+				t.lateC.Inc()
+			}
+			t.flagger.FlagSource(f.prefix, time.Unix(0, f.t), f.id)
+			t.dirty = true
+			continue
+		}
+		if !hasEv || (ek.cmp(limit) >= 0 && !forced) {
+			break
+		}
+		it := t.order.pop()
+		if t.order.processed(it.k) {
+			t.lateC.Inc()
+		}
+		n++
+		if err := Decode(it.raw, &t.ev); err != nil {
+			t.log.Warn("internal event unreadable; skipped", "err", err)
+			continue
+		}
+		from := len(t.fs)
+		t.fs = t.eng.Process(t.fs, &t.ev)
+		if t.stage == StageSource {
+			for i := from; i < len(t.fs); i++ {
+				t.flag(it.k, &t.fs[i])
+			}
+		}
+	}
+	if n > 0 {
+		t.dirty = true
+		t.eventsC.Add(float64(n))
+		t.buffered.Sub(float64(before - len(t.order.items)))
+	}
+	if len(t.fs) > 0 {
+		if err := t.s.opts.Sink.Send(sinkCtx, t.fs...); err != nil {
+			return err
+		}
+	}
+	if t.stage == StageSource && (len(t.flagMsgs) > 0 || !t.hasPublished || limit != t.published) {
+		// The flags first, then the progress that covers them, to every
+		// flags partition.
+		for fp := range t.s.nFlags {
+			m := watermarkMessage(t.part, limit)
+			m.Topic, m.WriterData = t.s.names.Flags, fp
+			t.flagMsgs = append(t.flagMsgs, m)
+		}
+		if err := t.s.write(sinkCtx, t.flagMsgs); err != nil {
+			return err
+		}
+		t.published, t.hasPublished = limit, true
+	}
+	return nil
+}
+
+// flag turns a credential_stuffing finding raised by the event with key k
+// into a flags-topic message.
+func (t *scaleTask) flag(k scaleKey, f *shopguard.Finding) {
+	if f.Rule != shopguard.RuleCredentialStuffing {
+		return
+	}
+	p, err := parseSourcePrefix(f.IP)
+	if err != nil {
+		t.log.Warn("credential_stuffing finding names no source; not flagged", "id", f.ID, "ip", f.IP)
+		return
+	}
+	m := flagMessage(scaleFlag{k: k, prefix: p, t: f.Time.UnixNano(), id: f.ID})
+	m.Topic, m.WriterData = t.s.names.Flags, partitionOf(m.Key, t.s.nFlags)
+	t.flagMsgs = append(t.flagMsgs, m)
+}
+
+// snapshot writes the task's state to the changelog if it changed, and
+// then commits the position to the group, where it shows as lag.
+func (t *scaleTask) snapshot(ctx context.Context) {
+	if !t.dirty {
+		return
+	}
+	st := &taskState{next: t.next, order: t.order}
+	if sn, ok := t.eng.(ScaleSnapshotter); ok {
+		var buf bytesBuffer
+		if err := sn.Snapshot(&buf); err != nil {
+			t.log.Error("engine snapshot not taken", "err", err)
+			return
+		}
+		st.engine = buf.b
+	}
+	if err := t.s.saveSnapshot(ctx, t.stage, t.part, t.seq+1, st); err != nil {
+		if ctx.Err() == nil {
+			t.log.Warn("snapshot not written; retrying at the next interval", "err", err)
+		}
+		return
+	}
+	t.seq++
+	t.dirty = false
+	t.s.opts.Scale.snapshots.WithLabelValues(t.stage).Inc()
+	if err := t.s.commit(ctx, t.gen, t.topic, t.part, t.next, ""); err != nil {
+		t.log.Debug("position not committed (informational only)", "err", err)
+	}
+}
+
+// bytesBuffer is a minimal io.Writer into a byte slice.
+type bytesBuffer struct{ b []byte }
+
+func (w *bytesBuffer) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
