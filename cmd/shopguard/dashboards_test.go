@@ -31,7 +31,9 @@ const repoRoot = "../.."
 // newRegistry, then the metrics every package registers in live.serve, with
 // every sink configured (against addresses nothing listens on: building a
 // sink does not connect) and GeoIP opened on the demo database, as the demo
-// does, and checkpoints on. Nothing is sent or written.
+// does, checkpoints on, and the scale-out metrics too (a process registers
+// those instead of the checkpoint ones with scale_out.enabled; here the
+// registry holds every metric run may serve). Nothing is sent or written.
 func dbRegistry(t *testing.T) *prometheus.Registry {
 	t.Helper()
 	reg := newRegistry()
@@ -51,6 +53,7 @@ func dbRegistry(t *testing.T) *prometheus.Registry {
 	newCheckpointer(ck, ingest.DefaultKafkaConfig.Topic, ingest.DefaultKafkaConfig.Group, reg, nil)
 	ingest.NewMetrics(reg)
 	ingest.NewKafkaMetrics(reg)
+	ingest.NewScaleMetrics(reg)
 
 	file := alert.DefaultFileConfig
 	file.Path = filepath.Join(dir, "findings.jsonl")
@@ -139,7 +142,7 @@ func TestDashboardsUseRegisteredMetrics(t *testing.T) {
 // number, and build info. Never a shop, actor or address.
 var dbBoundedLabels = map[string]bool{
 	"action": true, "reason": true, "result": true, "rule": true, "severity": true,
-	"sink": true, "kind": true, "partition": true, "version": true, "goversion": true,
+	"sink": true, "kind": true, "stage": true, "partition": true, "version": true, "goversion": true,
 }
 
 func TestMetricLabelsAreBounded(t *testing.T) {
