@@ -59,9 +59,16 @@ func (t *table[K, V]) put(k K, v *V) {
 }
 
 // advance expires generations up to event time now.
+//
+// Generations begin at multiples of gen in event time, not at whichever
+// event happened to come first: then which entries are expired depends only
+// on when each key was last used, never on the other keys' traffic, so an
+// engine that sees only some keys (one partition of a scaled-out shopguard,
+// or a replay that starts later) keeps exactly the state one engine that
+// sees everything keeps for those keys.
 func (t *table[K, V]) advance(now int64) {
 	if t.start == 0 {
-		t.start = now
+		t.start = t.floor(now)
 		return
 	}
 	if now-t.start < t.gen {
@@ -76,7 +83,16 @@ func (t *table[K, V]) advance(now int64) {
 		t.evict("expired")
 		t.prev, t.cur = t.cur, t.prev
 	}
-	t.start = now
+	t.start = t.floor(now)
+}
+
+// floor returns the start of the generation that contains now.
+func (t *table[K, V]) floor(now int64) int64 {
+	r := now % t.gen
+	if r < 0 {
+		r += t.gen
+	}
+	return now - r
 }
 
 func (t *table[K, V]) evict(reason string) {
