@@ -178,7 +178,10 @@ func NewScaleOut(kc KafkaConfig, sc ScaleConfig, opts ScaleOptions) (*ScaleOut, 
 	s.w = &kafka.Writer{
 		Addr:         kafka.TCP(kc.Brokers...),
 		Balancer:     toWriterPartition,
-		BatchSize:    10_000,
+		// kafka-go allocates BatchSize messages for every partition's
+		// batch, and each write touches every partition (heartbeats):
+		// keep it near what one write puts in one partition.
+		BatchSize:    256,
 		BatchBytes:   1_000_000, // under the brokers' default message.max.bytes
 		BatchTimeout: time.Millisecond,
 		RequiredAcks: kafka.RequireAll,

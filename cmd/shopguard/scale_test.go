@@ -12,10 +12,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,6 +189,12 @@ func scStart(t *testing.T, s *scScenario, c *kafkatest.Cluster, name string) *sc
 // scStartIdle starts an instance whose repartitioner declares a partition
 // idle after idle.
 func scStartIdle(t *testing.T, s *scScenario, c *kafkatest.Cluster, name string, idle time.Duration) *scInstance {
+	return scStartWith(t, s, c, name, idle, 300*time.Millisecond)
+}
+
+// scStartWith starts an instance with the given idle timeout and snapshot
+// interval.
+func scStartWith(t *testing.T, s *scScenario, c *kafkatest.Cluster, name string, idle, snapshots time.Duration) *scInstance {
 	t.Helper()
 	in := &scInstance{name: name, listen: scFreeAddr(t), done: make(chan int, 1), stderr: &scBuffer{}}
 	path := filepath.Join(t.TempDir(), "shopguard.yml")
@@ -208,11 +216,11 @@ kafka:
   max_retries: 50
 scale_out:
   enabled: true
-  snapshot_interval: 300ms
+  snapshot_interval: %s
   idle_timeout: %s
 sinks:
   kafka: {topic: %s}
-`, in.listen, s.geo, c.Addrs()[0], scAudit, scGroup, idle, scFindings)
+`, in.listen, s.geo, c.Addrs()[0], scAudit, scGroup, snapshots, idle, scFindings)
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
 	ctx, cancel := context.WithCancel(context.Background())
 	in.cancel = cancel
@@ -426,4 +434,184 @@ func TestScaleOutRebalanceMatchesReplay(t *testing.T) {
 	t.Logf("instance-a processed %v account events before it stopped", movedA)
 	require.NotZero(t, movedA, "instance-a stopped before it did anything")
 	scRequireEqual(t, s, c)
+}
+
+// TestScaleOutThroughput measures, on this machine, how fast 1, 2 and 3
+// instances get through the same events, next to the single-process
+// pipeline (no scale-out). The events are produced once the instances have
+// joined; the rate is taken while the account stage (the last) goes from
+// 10% to 90% of the events, so that neither start-up nor the idle timeout
+// that ends the stream counts. It logs a table and asserts only that every
+// run finds what the replay finds: this machine's cores are shared, so the
+// numbers are for the closing note, not a threshold.
+func TestScaleOutThroughput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("throughput measurement: not in -short")
+	}
+	s := scNewScenario(t, 200_000)
+	msgs := scMessages(s.evs, 3)
+	n := float64(len(msgs))
+	type row struct {
+		name string
+		rate float64 // events/s between 10% and 90%
+		done time.Duration
+		cpu  time.Duration // CPU time of this process (instances, broker, test) until done
+	}
+	var rows []row
+	var lastCPU time.Duration
+	// measure polls progress() until it reaches n and returns the rate
+	// between 10% and 90% and the time until all n.
+	measure := func(progress func() float64) (float64, time.Duration) {
+		start := time.Now()
+		cpu0 := scCPU()
+		var t10, t90 time.Time
+		for {
+			p := progress()
+			now := time.Now()
+			if t10.IsZero() && p >= 0.1*n {
+				t10 = now
+			}
+			if t90.IsZero() && p >= 0.9*n {
+				t90 = now
+			}
+			if p >= n {
+				lastCPU = scCPU() - cpu0
+				return 0.8 * n / t90.Sub(t10).Seconds(), now.Sub(start)
+			}
+			require.Less(t, time.Since(start), 50*time.Second, "not done: %v of %v", p, n)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// How fast the events can be produced at all, for comparison.
+	{
+		c := scCluster(t)
+		start := time.Now()
+		c.Produce(t, scAudit, msgs...)
+		rows = append(rows, row{"produce only", n / time.Since(start).Seconds(), time.Since(start), 0})
+	}
+
+	// The single-process pipeline, for reference: one consumer, no
+	// internal topics; progress is the group's committed offsets.
+	{
+		c := scCluster(t)
+		in := &scInstance{name: "single", listen: scFreeAddr(t), done: make(chan int, 1), stderr: &scBuffer{}}
+		path := filepath.Join(t.TempDir(), "single.yml")
+		require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(`listen: %q
+geoip: {path: %q}
+kafka: {brokers: [%q], topic: %s, group: %s, commit_interval: 10ms, max_wait: 100ms, heartbeat_interval: 200ms}
+sinks: {kafka: {topic: %s}}
+`, in.listen, s.geo, c.Addrs()[0], scAudit, scGroup, scFindings)), 0o644))
+		ctx, cancel := context.WithCancel(context.Background())
+		in.cancel = cancel
+		go func() { in.done <- Main(ctx, []string{"run", "--config", path}, nil, io.Discard, in.stderr) }()
+		scWaitReady(t, in)
+		go c.Produce(t, scAudit, msgs...)
+		rate, done := measure(func() float64 {
+			v, _ := in.metric("shopguard_engine_events_total", "")
+			return v
+		})
+		rows = append(rows, row{"single process", rate, done, lastCPU})
+		in.stop(t)
+	}
+
+	maxK := 3
+	if v, err := strconv.Atoi(os.Getenv("SHOPGUARD_SCALE_MAX_INSTANCES")); err == nil {
+		maxK = v // for profiling one configuration
+	}
+	for k := 1; k <= maxK; k++ {
+		c := scCluster(t)
+		var ins []*scInstance
+		for i := range k {
+			// Snapshots at the default interval's order, not the 300ms
+			// the correctness tests use to exercise them.
+			ins = append(ins, scStartWith(t, s, c, fmt.Sprintf("instance-%d", i+1), 300*time.Millisecond, 5*time.Second))
+		}
+		scWaitAssigned(t, ins)
+		go c.Produce(t, scAudit, msgs...)
+		rate, done := measure(func() float64 {
+			var sum float64
+			for _, in := range ins {
+				v, _ := in.metric("shopguard_scale_events_total", `stage="account"`)
+				sum += v
+			}
+			return sum
+		})
+		rows = append(rows, row{fmt.Sprintf("%d instance(s)", k), rate, done, lastCPU})
+		scWaitDone(t, c, ins, 30*time.Second)
+		for _, in := range ins {
+			in.stop(t)
+		}
+		scRequireEqual(t, s, c)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d events, %d audit partitions, %d CPUs, produced after the instances joined; rate from 10%% to 90%% of the events:\n",
+		len(msgs), scPartitions, runtime.NumCPU())
+	base := rows[2].rate
+	for i, r := range rows {
+		fmt.Fprintf(&b, "  %-15s %9.0f events/s  all processed after %5.2fs", r.name, r.rate, r.done.Seconds())
+		if r.cpu > 0 {
+			fmt.Fprintf(&b, ", %5.2f CPU-s (%3.0f µs/event)", r.cpu.Seconds(), float64(r.cpu.Microseconds())/n)
+		}
+		if i > 1 {
+			fmt.Fprintf(&b, "  speed-up %.2fx, efficiency %.0f%%", r.rate/base, 100*r.rate/base/float64(i-1))
+		}
+		b.WriteByte('\n')
+	}
+	t.Log(b.String())
+}
+
+// scCPU returns the CPU time (user and system) this process has used.
+func scCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// scWaitReady waits until the instance answers /readyz.
+func scWaitReady(t *testing.T, in *scInstance) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + in.listen + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready after 30 s; stderr:\n%s", in.name, in.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// scWaitAssigned waits until the instances together own every partition of
+// every stage, each of them some of each.
+func scWaitAssigned(t *testing.T, ins []*scInstance) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok := true
+		for _, stage := range []string{"repartition", "source", "account"} {
+			var sum float64
+			for _, in := range ins {
+				v, scraped := in.metric("shopguard_scale_partitions", `stage="`+stage+`"`)
+				if !scraped || v == 0 {
+					ok = false
+				}
+				sum += v
+			}
+			ok = ok && sum == scPartitions
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("partitions not assigned to all %d instances after 30 s", len(ins))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
