@@ -176,8 +176,8 @@ func NewScaleOut(kc KafkaConfig, sc ScaleConfig, opts ScaleOptions) (*ScaleOut, 
 	s.client = &kafka.Client{Addr: kafka.TCP(kc.Brokers...), Transport: tr, Timeout: kc.DialTimeout + kc.MaxWait}
 	info, errl := kafkaLoggers(s.log)
 	s.w = &kafka.Writer{
-		Addr:         kafka.TCP(kc.Brokers...),
-		Balancer:     toWriterPartition,
+		Addr:     kafka.TCP(kc.Brokers...),
+		Balancer: toWriterPartition,
 		// kafka-go allocates BatchSize messages for every partition's
 		// batch, and each write touches every partition (heartbeats):
 		// keep it near what one write puts in one partition.
