@@ -34,3 +34,18 @@ func (e *Engine) FlagSource(p netip.Prefix, t time.Time, id string) {
 		s.flag, s.flagID = ns, strings.Clone(id)
 	}
 }
+
+// Observe counts events processed with Process, and sets the event-time
+// lag from the newest event time the engine has seen, as Run does after
+// each batch. It is for callers that feed the engine with Process (the
+// account stage of a scaled-out shopguard); the processing-latency
+// histogram and the state-size gauges are Run's alone.
+func (e *Engine) Observe(events int) {
+	if e.m == nil {
+		return
+	}
+	e.m.events.Add(float64(events))
+	if e.mark > 0 {
+		e.m.lag.Set(e.now().Sub(time.Unix(0, e.mark)).Seconds())
+	}
+}

@@ -36,6 +36,14 @@ type ScaleSnapshotter interface {
 	Restore(r io.Reader) error
 }
 
+// ScaleObserver is an engine that counts the events it processed and
+// reports its event-time lag (shopguard_engine_events_total and
+// shopguard_event_lag_seconds); the account stage, which every event
+// passes once, calls it after each round.
+type ScaleObserver interface {
+	Observe(events int)
+}
+
 // ScaleFlagger is what the account stage's engines implement besides
 // ScaleEngine: learning that a source (an address as a full-length prefix,
 // or a block) was named at t by the credential_stuffing finding id, which

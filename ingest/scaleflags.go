@@ -107,6 +107,11 @@ func (t *scaleFlags) addFlag(f scaleFlag) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	i, _ := slices.BinarySearchFunc(t.all, f.k, func(x scaleFlag, k scaleKey) int { return x.k.cmp(k) })
+	for j := i; j < len(t.all) && t.all[j].k == f.k; j++ {
+		if t.all[j] == f {
+			return // published again by a source task that redid its work
+		}
+	}
 	t.all = slices.Insert(t.all, i, f)
 	if f.t > t.newest {
 		t.newest = f.t

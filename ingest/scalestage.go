@@ -186,6 +186,8 @@ func (t *scaleTask) restore(ctx context.Context) error {
 	switch {
 	case st != nil:
 		t.next, t.order, t.seq = st.next, st.order, seq
+		// Partitions added to the audit topic since count from now on.
+		t.order.inputs = max(t.order.inputs, s.nInput)
 		if st.engine != nil {
 			if err := restoreEngine(eng, st.engine); err != nil {
 				// Resume where the snapshot says, with empty detection
@@ -305,6 +307,9 @@ func (t *scaleTask) process(sinkCtx context.Context) error {
 	if n > 0 {
 		t.dirty = true
 		t.eventsC.Add(float64(n))
+		if o, ok := t.eng.(ScaleObserver); ok && t.stage == StageAccount {
+			o.Observe(n)
+		}
 		t.buffered.Sub(float64(before - len(t.order.items)))
 	}
 	if len(t.fs) > 0 {

@@ -22,6 +22,7 @@ import (
 var (
 	_ ingest.ScaleFlagger     = (*detect.Engine)(nil)
 	_ ingest.ScaleSnapshotter = (*detect.Engine)(nil)
+	_ ingest.ScaleObserver    = (*detect.Engine)(nil)
 )
 
 // stageDetect returns the rules one stage of a scaled-out shopguard runs:

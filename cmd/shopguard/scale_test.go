@@ -380,12 +380,16 @@ func TestScaleOutThreeInstancesMatchReplay(t *testing.T) {
 		ins = append(ins, scStart(t, s, c, fmt.Sprintf("instance-%d", i+1)))
 	}
 	scWaitDone(t, c, ins, 50*time.Second)
+	var processed float64
 	for _, in := range ins {
 		late, ok := in.metric("shopguard_scale_late_total", "")
 		require.True(t, ok)
 		require.Zero(t, late, "%s processed events out of their order", in.name)
+		n, _ := in.metric("shopguard_engine_events_total", "")
+		processed += n
 		in.stop(t)
 	}
+	require.Equal(t, float64(len(s.evs)), processed, "every event processed once by the account stage")
 	scRequireEqual(t, s, c)
 }
 
