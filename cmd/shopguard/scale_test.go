@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/shopguard/shopguard"
 	"github.com/shopguard/shopguard/ingest/generate"
@@ -147,9 +149,10 @@ func scCluster(t *testing.T) *kafkatest.Cluster {
 type scInstance struct {
 	name   string
 	listen string
-	cancel context.CancelFunc
+	cancel func()
 	done   chan int
 	stderr *scBuffer
+	proc   *os.Process // a child process, or nil when in-process
 }
 
 type scBuffer struct {
@@ -197,6 +200,17 @@ func scStartIdle(t *testing.T, s *scScenario, c *kafkatest.Cluster, name string,
 func scStartWith(t *testing.T, s *scScenario, c *kafkatest.Cluster, name string, idle, snapshots time.Duration) *scInstance {
 	t.Helper()
 	in := &scInstance{name: name, listen: scFreeAddr(t), done: make(chan int, 1), stderr: &scBuffer{}}
+	path := scWriteConfig(t, s, c, in.listen, idle, snapshots, 6*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	in.cancel = cancel
+	go func() { in.done <- Main(ctx, []string{"run", "--config", path}, nil, io.Discard, in.stderr) }()
+	t.Cleanup(func() { in.stop(t) })
+	return in
+}
+
+// scWriteConfig writes the configuration of an instance.
+func scWriteConfig(t *testing.T, s *scScenario, c *kafkatest.Cluster, listen string, idle, snapshots, session time.Duration) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "shopguard.yml")
 	cfg := fmt.Sprintf(`listen: %q
 log_level: info
@@ -209,7 +223,7 @@ kafka:
   max_wait: 100ms
   batch_linger: 5ms
   heartbeat_interval: 200ms
-  session_timeout: 6s
+  session_timeout: %s
   rebalance_timeout: 10s
   retry_backoff: 20ms
   retry_backoff_max: 500ms
@@ -220,13 +234,52 @@ scale_out:
   idle_timeout: %s
 sinks:
   kafka: {topic: %s}
-`, in.listen, s.geo, c.Addrs()[0], scAudit, scGroup, snapshots, idle, scFindings)
+`, listen, s.geo, c.Addrs()[0], scAudit, scGroup, session, snapshots, idle, scFindings)
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
-	ctx, cancel := context.WithCancel(context.Background())
-	in.cancel = cancel
-	go func() { in.done <- Main(ctx, []string{"run", "--config", path}, nil, io.Discard, in.stderr) }()
-	t.Cleanup(func() { in.stop(t) })
+	return path
+}
+
+// scStartProcess starts an instance as a child process of the binary bin,
+// which stop interrupts (SIGTERM) and kill kills (SIGKILL). It snapshots
+// every 2 s, so that a kill loses work.
+func scStartProcess(t *testing.T, s *scScenario, c *kafkatest.Cluster, name, bin string, idle, session time.Duration) *scInstance {
+	t.Helper()
+	in := &scInstance{name: name, listen: scFreeAddr(t), done: make(chan int, 1), stderr: &scBuffer{}}
+	path := scWriteConfig(t, s, c, in.listen, idle, 2*time.Second, session)
+	cmd := exec.Command(bin, "run", "--config", path)
+	cmd.Stderr = in.stderr
+	require.NoError(t, cmd.Start())
+	in.proc = cmd.Process
+	go func() {
+		_ = cmd.Wait()
+		in.done <- cmd.ProcessState.ExitCode()
+	}()
+	in.cancel = func() { _ = cmd.Process.Signal(syscall.SIGTERM) }
+	t.Cleanup(func() {
+		if in.cancel != nil {
+			_ = cmd.Process.Kill()
+			<-in.done
+		}
+	})
 	return in
+}
+
+// kill kills the instance's process hard, as a crash would.
+func (in *scInstance) kill(t *testing.T) {
+	t.Helper()
+	require.NotNil(t, in.proc, "only a child process can be killed")
+	require.NoError(t, in.proc.Signal(syscall.SIGKILL))
+	<-in.done
+	in.cancel = nil
+}
+
+// scBinary builds shopguard into the test's temporary directory.
+func scBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "shopguard")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
 }
 
 // stop interrupts the instance and waits for it to exit 0.
@@ -618,4 +671,65 @@ func scWaitAssigned(t *testing.T, ins []*scInstance) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestScaleOutKillMatchesReplay: one of two instances (child processes) is
+// killed hard mid-stream (SIGKILL: no last snapshot, no last commit) and a
+// third is started later. Its partitions are taken over from their last
+// snapshots and committed offsets, what followed is done again, and the
+// findings topic, de-duplicated by id, still equals the replay: nothing
+// lost, nothing invented, re-sent findings identical to the first.
+func TestScaleOutKillMatchesReplay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	s := scNewScenario(t, 30_000)
+	bin := scBinary(t)
+	// A killed member holds its partitions until its session times out:
+	// keep that short.
+	c := kafkatest.New(t, map[string]int32{scAudit: scPartitions, scFindings: 1, "admin-audit-dlq": 1},
+		kfake.GroupMinSessionTimeout(time.Second))
+	msgs := scMessages(s.evs, 4)
+	const chunks = 10
+	per := (len(msgs) + chunks - 1) / chunks
+	chunk := func(i int) []kafka.Message { return msgs[min(i*per, len(msgs)):min((i+1)*per, len(msgs))] }
+	c.Produce(t, scAudit, chunk(0)...)
+	const idle, session = 5 * time.Second, 2 * time.Second
+	a := scStartProcess(t, s, c, "instance-a", bin, idle, session)
+	b := scStartProcess(t, s, c, "instance-b", bin, idle, session)
+	scWaitAssigned(t, []*scInstance{a, b})
+	var cc *scInstance
+	var killedAt float64
+	for i := 1; i < chunks; i++ {
+		time.Sleep(300 * time.Millisecond)
+		c.Produce(t, scAudit, chunk(i)...)
+		switch i {
+		case 4:
+			// While it works on the chunk, up to 2 s after its last
+			// snapshot.
+			time.Sleep(30 * time.Millisecond)
+			killedAt, _ = a.metric("shopguard_scale_events_total", `stage="account"`)
+			a.kill(t)
+		case 7:
+			cc = scStartProcess(t, s, c, "instance-c", bin, idle, session)
+		}
+	}
+	running := []*scInstance{b, cc}
+	scWaitDone(t, c, running, 55*time.Second)
+	survivors := 0.0
+	for _, in := range running {
+		late, _ := in.metric("shopguard_scale_late_total", "")
+		require.Zero(t, late, "%s processed events out of their order", in.name)
+		restored, _ := in.metric("shopguard_scale_restores_total", `result="snapshot"`)
+		n, _ := in.metric("shopguard_scale_events_total", `stage="account"`)
+		survivors += n
+		t.Logf("%s: %v account events, %v tasks restored from snapshots", in.name, n, restored)
+	}
+	for _, in := range running {
+		in.stop(t)
+	}
+	t.Logf("instance-a killed after at least %v account events; %v events processed again after the kill",
+		killedAt, killedAt+survivors-float64(len(s.evs)))
+	require.NotZero(t, killedAt, "instance-a was killed before it did anything")
+	scRequireEqual(t, s, c)
 }
