@@ -160,7 +160,7 @@ func (s *ScaleOut) readPartition(ctx context.Context, topic string, part int, fn
 }
 
 // restoreEngine fills a fresh engine from a snapshot's engine part. It
-// reports false if the snapshot cannot be used with this engine.
+// returns an error if the snapshot cannot be used with this engine.
 func restoreEngine(eng ScaleEngine, snap []byte) error {
 	sn, ok := eng.(ScaleSnapshotter)
 	if !ok {

@@ -20,8 +20,8 @@ const (
 	restoreUnusable = "unusable" // a snapshot was there but could not be used
 )
 
-// ScaleMetrics are the metrics of scale-out. A nil *ScaleMetrics records
-// nothing.
+// ScaleMetrics are the metrics of scale-out. One ScaleMetrics serves one
+// ScaleOut; NewScaleOut makes unregistered ones when given none.
 type ScaleMetrics struct {
 	partitions *prometheus.GaugeVec
 	buffered   *prometheus.GaugeVec
