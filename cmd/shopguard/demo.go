@@ -76,9 +76,17 @@ func runDemo(ctx context.Context, e env, args []string) int {
 	topic := cfg.Kafka.Topic
 	// The broker outlives ctx: the consumer commits its offsets to it while
 	// shutting down, and the deferred Close stops it last.
+	//
+	// The audit topic has one partition: the single-process pipeline reads
+	// partitions interleaved as they are fetched, not merged by event time,
+	// so on several partitions a login could be judged before the failures
+	// of other accounts (other partitions) that flagged its address, and a
+	// takeover after credential stuffing would be missed (kafka_e2e_test.go,
+	// kcat_test.go). One partition keeps the order it was produced in,
+	// whatever the producer (kcat -P without a key included) keys by.
 	b, err := broker.Start(context.WithoutCancel(ctx), broker.Config{
 		Listen:           kafkaListen,
-		Topics:           map[string]int32{topic: 3, cfg.Kafka.DeadLetterTopic: 1, alert.DefaultKafkaConfig.Topic: 1},
+		Topics:           map[string]int32{topic: 1, cfg.Kafka.DeadLetterTopic: 1, alert.DefaultKafkaConfig.Topic: 1},
 		AutoCreateTopics: true,
 		Retention:        30 * time.Minute,
 	}, log)
