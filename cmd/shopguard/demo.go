@@ -65,6 +65,15 @@ func runDemo(ctx context.Context, e env, args []string) int {
 		fmt.Fprintln(e.stderr, "shopguard demo:", err)
 		return exitUsage
 	}
+	// The embedded broker stands in for kafka.brokers; the rest of the
+	// kafka section (topic names above all) is the user's and is checked
+	// before the broker creates topics from it.
+	check := cfg.Kafka
+	check.Brokers = []string{broker.DefaultListen}
+	if err := check.Validate(); err != nil {
+		fmt.Fprintf(e.stderr, "shopguard demo: config %s: %v\n", config, err)
+		return exitUsage
+	}
 	cfg.Listen = listen
 	log := newLogger(e.stderr, cfg.LogLevel)
 	if duration > 0 {
@@ -84,9 +93,13 @@ func runDemo(ctx context.Context, e env, args []string) int {
 	// takeover after credential stuffing would be missed (kafka_e2e_test.go,
 	// kcat_test.go). One partition keeps the order it was produced in,
 	// whatever the producer (kcat -P without a key included) keys by.
+	topics := map[string]int32{topic: 1, alert.DefaultKafkaConfig.Topic: 1}
+	if cfg.Kafka.DeadLetterTopic != "" { // empty turns dead letters off
+		topics[cfg.Kafka.DeadLetterTopic] = 1
+	}
 	b, err := broker.Start(context.WithoutCancel(ctx), broker.Config{
 		Listen:           kafkaListen,
-		Topics:           map[string]int32{topic: 1, cfg.Kafka.DeadLetterTopic: 1, alert.DefaultKafkaConfig.Topic: 1},
+		Topics:           topics,
 		AutoCreateTopics: true,
 		Retention:        30 * time.Minute,
 	}, log)
