@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -264,4 +266,46 @@ func TestE2ERunBrokerUnreachable(t *testing.T) {
 	start := time.Now()
 	require.Equal(t, 0, r.stop(), r.stderr.tail())
 	t.Logf("stopped %s after the signal", time.Since(start).Round(time.Millisecond))
+}
+
+// TestE2EReplayKafkaRange replays a time range of a three-partition topic
+// keyed by account: the findings are the file replay's of the events in
+// that range (both ends included) to the last evidence field, and the
+// replay neither joins nor commits for any group. An unreachable broker is
+// a runtime failure that names it.
+func TestE2EReplayKafkaRange(t *testing.T) {
+	dir := t.TempDir()
+	evs := e2eEvents(t, 17, 60_000)
+	c := kafkatest.New(t, map[string]int32{e2eAuditTopic: 3})
+	c.ProduceEvents(t, e2eAuditTopic, evs...)
+
+	since, until := evs[15_000].Time, evs[45_000].Time
+	var part []shopguard.Event
+	for _, ev := range evs {
+		if !ev.Time.Before(since) && !ev.Time.After(until) {
+			part = append(part, ev)
+		}
+	}
+	want := e2eReplay(t, e2eWriteEvents(t, dir, "range.jsonl", part))
+	require.NotEmpty(t, want)
+
+	out := filepath.Join(dir, "findings.jsonl")
+	code, _, errs := e2eMain(t, "", "replay", "--geoip", "demo", "--out", out, "--brokers", c.Addrs()[0], "--topic", e2eAuditTopic,
+		"--since", since.Format(time.RFC3339Nano), "--until", until.Format(time.RFC3339Nano))
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, fmt.Sprintf("events: %d read, %d valid, 0 invalid", len(part), len(part)))
+	e2eRequireSameFindings(t, want, e2eFindingsFile(t, out))
+	for _, group := range []string{ingest.DefaultKafkaConfig.Group, e2eGroup} {
+		require.Empty(t, c.Committed(t, group, e2eAuditTopic), "group %s", group)
+	}
+
+	// (Retried with backoff first: kafka.max_retries, 10 by default over
+	// about 26 s; one quick retry here.)
+	dead := e2eFreeAddr(t)
+	quick := filepath.Join(dir, "quick-retries.yml")
+	require.NoError(t, os.WriteFile(quick, []byte("kafka: {max_retries: 1, retry_backoff: 10ms, retry_backoff_max: 10ms}\n"), 0o644))
+	code, _, errs = e2eMain(t, "", "replay", "--config", quick, "--brokers", dead, "--topic", e2eAuditTopic,
+		"--since", since.Format(time.RFC3339Nano), "--until", until.Format(time.RFC3339Nano))
+	require.Equal(t, 1, code, errs)
+	require.Contains(t, errs, dead)
 }
