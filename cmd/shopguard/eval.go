@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 
+	"github.com/shopguard/shopguard"
 	"github.com/shopguard/shopguard/ingest/generate"
 )
 
@@ -54,6 +56,16 @@ func runEval(_ context.Context, e env, args []string) int {
 	if err != nil {
 		return usageError(e, "eval", "%s: %v", fs.Arg(0), err)
 	}
+	// A finding may be in the file more than once: run re-sends the
+	// findings after its last commit or checkpoint when restarted, and the
+	// file sink (and replay --out) appends. Ids are deterministic, so each
+	// counts once; a re-sent finding is not a false positive.
+	seen := make(map[string]bool, len(findings))
+	findings = slices.DeleteFunc(findings, func(f shopguard.Finding) bool {
+		dup := seen[f.ID]
+		seen[f.ID] = true
+		return dup
+	})
 	if err := generate.Evaluate(ls, findings).WriteTable(e.stdout); err != nil {
 		fmt.Fprintln(e.stderr, "shopguard eval:", err)
 		return exitRuntime
