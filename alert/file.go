@@ -206,7 +206,10 @@ func (fl *File) Close() error {
 	if fl.closer == nil {
 		return nil
 	}
-	err := fl.out.Sync()
+	var err error
+	if fl.truncate { // a regular file: devices and pipes (/dev/null) cannot be synced
+		err = fl.out.Sync()
+	}
 	if cerr := fl.closer.Close(); err == nil {
 		err = cerr
 	}

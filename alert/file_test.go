@@ -184,3 +184,10 @@ func TestFileOpenErrorNamesKey(t *testing.T) {
 	require.ErrorContains(t, err, "sinks.file.path")
 	require.True(t, errors.Is(err, os.ErrNotExist))
 }
+
+func TestFileToDevNull(t *testing.T) {
+	fl, err := NewFile(FileConfig{Path: os.DevNull, Fsync: true}, nil, nil)
+	require.NoError(t, err)
+	require.NoError(t, fl.Send(context.Background(), shopguard.Finding{ID: "x", Rule: shopguard.RuleBruteForce}))
+	require.NoError(t, fl.Close(), "a device cannot be synced; closing it is still fine")
+}
