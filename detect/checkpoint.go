@@ -1,16 +1,17 @@
 package detect
 
 import (
-	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/gob"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"net/netip"
+	"slices"
 
 	"github.com/shopguard/shopguard"
 )
@@ -19,131 +20,219 @@ import (
 // corrupt, of another format version, or taken with other rule settings.
 var ErrCheckpoint = errors.New("unusable engine snapshot")
 
-// The snapshot format: magic "SGCK", format version (uint32), CRC-32C of the
-// payload (uint32), 4 reserved bytes, payload length (uint64), all big
-// endian, then the payload, a gob-encoded snapshotState. Bump the
-// version whenever snapshotState changes shape or meaning.
+// The snapshot format, version 2. Integers in the header and trailer are
+// big endian; "varint" and "uvarint" are encoding/binary's; a string is a
+// uvarint length and the bytes; an address is a uvarint length and
+// netip.Addr's binary form (0, 4, or 16 bytes plus a zone); a prefix is
+// the same for netip.Prefix (its address and one byte of bits).
+//
+//	header   "SGCK" | version uint32 | payload length uint64
+//	payload  settings fingerprint [32]byte (SHA-256, see fingerprint)
+//	         watermark varint
+//	         accounts: generation start varint, older count uvarint,
+//	                   newer count uvarint, then the older generation's
+//	                   entries sorted by key, then the newer one's
+//	         sources:  the same
+//	trailer  CRC-32C (Castagnoli) of header and payload, uint32
+//
+// An account entry:
+//
+//	key uint64 | shop string | actor string | last travel finding varint
+//	login count byte (0–2), each: time varint, address, lat and lon
+//	    (float64 bits, uint64), accuracy radius uvarint, country string,
+//	    city string
+//	has-extra byte (0 or 1), then if 1: failures window, exports window
+//	    (each a uvarint count of: time varint, n varint, address), last
+//	    brute_force, account_takeover, bulk_export and critical bulk_export
+//	    finding varints, compromised-at varint, its finding's id and rule
+//	    strings
+//
+// A source entry:
+//
+//	prefix | account count uvarint, each: account key uint64, time varint,
+//	    shop string, actor string | address count uvarint, each an address |
+//	last finding varint | flagged-at varint | flagging finding's id string
+//
+// Times are unix nanoseconds of event time; 0 is "never". Entries are
+// sorted (accounts by key, sources by address then prefix length) so that
+// equal state always encodes to equal bytes. Bump snapshotVersion whenever
+// any of this changes shape or meaning.
 const (
 	snapshotMagic   = "SGCK"
-	snapshotVersion = 1
-	// maxSnapshot bounds what Restore reads: far above the state caps
-	// allow, far below what would exhaust memory on a corrupt length.
+	snapshotVersion = 2
+	snapshotHeader  = 16
+	// maxSnapshot bounds the payload length Restore accepts: far above
+	// what the state caps allow, far below what would exhaust memory on a
+	// corrupt length (Restore reads, it does not preallocate, past 64 MiB).
 	maxSnapshot = 16 << 30
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-type snapshotState struct {
-	Config            [32]byte // fingerprint of the settings that shape state
-	Watermark         int64
-	AccountsStart     int64
-	SourcesStart      int64
-	Accounts          []accountRec
-	Sources           []sourceRec
-	AccountsPrevCount int // the first AccountsPrevCount accounts are the older generation
-	SourcesPrevCount  int
-}
-
-type accountRec struct {
-	H           uint64
-	Shop, Actor string
-	Logins      []loginRec
-	FiredTravel int64
-	X           *extraRec
-}
-
-type loginRec struct {
-	T   int64
-	IP  netip.Addr
-	Geo shopguard.Geo
-}
-
-type extraRec struct {
-	Fails, Exports                                        []stampRec
-	FiredBrute, FiredTakeover, FiredExport, FiredCritical int64
-	Compromised                                           int64
-	CompromisedID, CompromisedRule                        string
-}
-
-type stampRec struct {
-	T, N int64
-	Addr netip.Addr
-}
-
-type sourceRec struct {
-	Key    srcKeyRec
-	Prefix netip.Prefix
-	Accts  []seenRec
-	Addrs  []netip.Addr
-	Fired  int64
-	Flag   int64
-	FlagID string
-}
-
-type srcKeyRec struct {
-	Addr [16]byte
-	Bits uint8
-}
-
-type seenRec struct {
-	H           uint64
-	T           int64
-	Shop, Actor string
-}
-
-// fingerprint identifies the settings a snapshot's state depends on: a
-// snapshot taken under other windows or thresholds would mean something
-// else, so Restore refuses it.
+// fingerprint identifies the settings that shape the engine's state: a
+// snapshot taken under other windows, thresholds, blocks or allowlist
+// would mean something else, so Restore refuses it. Severities, which only
+// label findings, and the state caps, which only bound it, are left out.
 func (c Config) fingerprint() [32]byte {
-	return sha256.Sum256(fmt.Appendf(nil, "%+v|%+v|%+v|%+v|%+v|%v",
-		c.ImpossibleTravel, c.BruteForce, c.CredentialStuffing, c.AccountTakeover, c.BulkExport, c.Allowlist))
+	t, b, s, a, x := c.ImpossibleTravel, c.BruteForce, c.CredentialStuffing, c.AccountTakeover, c.BulkExport
+	d := fmt.Appendf(nil, "travel %t %g %g %d|brute %t %d %d|stuffing %t %d %d %d %d|takeover %t %d %d %t|export %t %d %d %d|allow",
+		t.Enabled, t.MaxSpeedKMH, t.MinDistanceKM, t.Suppress,
+		b.Enabled, b.Threshold, b.Window,
+		s.Enabled, s.Threshold, s.Window, s.IPv4Prefix, s.IPv6Prefix,
+		a.Enabled, a.Failures, a.Window, a.AfterStuffing,
+		x.Enabled, x.Threshold, x.Window, x.AfterCompromise)
+	for _, n := range c.Allowlist {
+		d = append(d, ' ')
+		d = n.Prefix.AppendTo(d)
+	}
+	return sha256.Sum256(d)
 }
 
-// Snapshot writes the engine's whole state to w. Call it from the goroutine
-// that feeds the engine, between events. The encoding is deterministic for a
-// given state except for map order, which Restore does not depend on.
+// Snapshot writes the engine's whole state to w in the format above. Call
+// it from the goroutine that feeds the engine, between events. Equal state
+// gives equal bytes.
 func (e *Engine) Snapshot(w io.Writer) error {
-	st := snapshotState{Config: e.cfg.fingerprint(), Watermark: e.mark,
-		AccountsStart: e.accounts.start, SourcesStart: e.sources.start}
-	for _, gen := range []map[uint64]*account{e.accounts.prev, e.accounts.cur} {
-		for _, a := range gen {
-			st.Accounts = append(st.Accounts, a.record())
-		}
-	}
-	st.AccountsPrevCount = len(e.accounts.prev)
-	for _, gen := range []map[srcKey]*source{e.sources.prev, e.sources.cur} {
-		for k, s := range gen {
-			st.Sources = append(st.Sources, s.record(k))
-		}
-	}
-	st.SourcesPrevCount = len(e.sources.prev)
+	b := make([]byte, snapshotHeader, max(e.snapHint, 4096))
+	copy(b, snapshotMagic)
+	binary.BigEndian.PutUint32(b[4:8], snapshotVersion)
+	fp := e.cfg.fingerprint()
+	b = append(b, fp[:]...)
+	b = binary.AppendVarint(b, e.mark)
 
-	var payload bytes.Buffer
-	if err := gob.NewEncoder(&payload).Encode(&st); err != nil {
-		return fmt.Errorf("encode engine snapshot: %w", err)
+	b = binary.AppendVarint(b, e.accounts.start)
+	b = binary.AppendUvarint(b, uint64(len(e.accounts.prev)))
+	b = binary.AppendUvarint(b, uint64(len(e.accounts.cur)))
+	for _, gen := range []map[uint64]*account{e.accounts.prev, e.accounts.cur} {
+		for _, a := range sortedEntries(gen, cmp.Compare[uint64]) {
+			b = a.appendTo(b)
+		}
 	}
-	var hdr [16]byte
-	copy(hdr[:4], snapshotMagic)
-	binary.BigEndian.PutUint32(hdr[4:8], snapshotVersion)
-	binary.BigEndian.PutUint32(hdr[8:12], crc32.Checksum(payload.Bytes(), castagnoli))
-	// hdr[12:16] is reserved (zero).
-	bw := bufio.NewWriter(w)
-	_, _ = bw.Write(hdr[:])
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(payload.Len()))
-	_, _ = bw.Write(n[:])
-	_, _ = bw.Write(payload.Bytes())
-	if err := bw.Flush(); err != nil {
+	b = binary.AppendVarint(b, e.sources.start)
+	b = binary.AppendUvarint(b, uint64(len(e.sources.prev)))
+	b = binary.AppendUvarint(b, uint64(len(e.sources.cur)))
+	for _, gen := range []map[srcKey]*source{e.sources.prev, e.sources.cur} {
+		for _, s := range sortedEntries(gen, cmpSrcKey) {
+			b = s.appendTo(b)
+		}
+	}
+
+	binary.BigEndian.PutUint64(b[8:16], uint64(len(b)-snapshotHeader))
+	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	e.snapHint = len(b) + len(b)/8
+	if _, err := w.Write(b); err != nil {
 		return fmt.Errorf("write engine snapshot: %w", err)
 	}
 	return nil
 }
 
-// Restore replaces the engine's state with a snapshot written by Snapshot.
-// On any error the engine's state is left as it was, and the error wraps
-// ErrCheckpoint when the snapshot itself is unusable.
+// sortedEntries returns m's values in the order of their keys.
+func sortedEntries[K comparable, V any](m map[K]*V, cmpKey func(K, K) int) []*V {
+	type kv struct {
+		k K
+		v *V
+	}
+	all := make([]kv, 0, len(m))
+	for k, v := range m {
+		all = append(all, kv{k, v})
+	}
+	slices.SortFunc(all, func(x, y kv) int { return cmpKey(x.k, y.k) })
+	out := make([]*V, len(all))
+	for i := range all {
+		out[i] = all[i].v
+	}
+	return out
+}
+
+func cmpSrcKey(x, y srcKey) int {
+	if c := bytes.Compare(x.addr[:], y.addr[:]); c != 0 {
+		return c
+	}
+	return cmp.Compare(x.bits, y.bits)
+}
+
+func (a *account) appendTo(b []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, a.h)
+	b = appendString(b, a.shop)
+	b = appendString(b, a.actor)
+	b = binary.AppendVarint(b, a.firedTravel)
+	b = append(b, byte(a.nLogins))
+	for i := range a.nLogins {
+		l := &a.logins[i]
+		b = binary.AppendVarint(b, l.t)
+		b = appendAddr(b, l.ip)
+		b = binary.BigEndian.AppendUint64(b, math.Float64bits(l.geo.Lat))
+		b = binary.BigEndian.AppendUint64(b, math.Float64bits(l.geo.Lon))
+		b = binary.AppendUvarint(b, uint64(l.geo.RadiusKM))
+		b = appendString(b, l.geo.Country)
+		b = appendString(b, l.geo.City)
+	}
+	x := a.x
+	if x == nil {
+		return append(b, 0)
+	}
+	b = append(b, 1)
+	b = appendWindow(b, &x.fails)
+	b = appendWindow(b, &x.exports)
+	for _, t := range [...]int64{x.firedBrute, x.firedTakeover, x.firedExport, x.firedCritical, x.compromised} {
+		b = binary.AppendVarint(b, t)
+	}
+	b = appendString(b, x.compromisedID)
+	return appendString(b, x.compromisedRule)
+}
+
+func appendWindow(b []byte, w *window) []byte {
+	b = binary.AppendUvarint(b, uint64(len(w.s)))
+	for i := range w.s {
+		s := &w.s[i]
+		b = binary.AppendVarint(b, s.t)
+		b = binary.AppendVarint(b, s.n)
+		b = appendAddr(b, s.addr)
+	}
+	return b
+}
+
+func (s *source) appendTo(b []byte) []byte {
+	p, _ := s.prefix.AppendBinary(nil) // never fails
+	b = appendBytes(b, p)
+	b = binary.AppendUvarint(b, uint64(len(s.accts)))
+	for i := range s.accts {
+		x := &s.accts[i]
+		b = binary.BigEndian.AppendUint64(b, x.h)
+		b = binary.AppendVarint(b, x.t)
+		b = appendString(b, x.acct.ShopID)
+		b = appendString(b, x.acct.Actor)
+	}
+	b = binary.AppendUvarint(b, uint64(len(s.addrs)))
+	for _, a := range s.addrs {
+		b = appendAddr(b, a)
+	}
+	b = binary.AppendVarint(b, s.fired)
+	b = binary.AppendVarint(b, s.flag)
+	return appendString(b, s.flagID)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBytes(b, p []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(p)))
+	return append(b, p...)
+}
+
+func appendAddr(b []byte, a netip.Addr) []byte {
+	var tmp [16 + 64]byte
+	p, _ := a.AppendBinary(tmp[:0]) // never fails
+	return appendBytes(b, p)
+}
+
+// Restore replaces the engine's state with a snapshot written by Snapshot,
+// reading exactly the snapshot's bytes from r. On any error the engine's
+// state is left as it was, and the error wraps ErrCheckpoint when the
+// snapshot itself is unusable. Restore never panics on bad input.
 func (e *Engine) Restore(r io.Reader) error {
-	var hdr [24]byte
+	var hdr [snapshotHeader]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return fmt.Errorf("%w: header: %w", ErrCheckpoint, err)
 	}
@@ -153,118 +242,263 @@ func (e *Engine) Restore(r io.Reader) error {
 	if v := binary.BigEndian.Uint32(hdr[4:8]); v != snapshotVersion {
 		return fmt.Errorf("%w: format version %d, this shopguard reads %d", ErrCheckpoint, v, snapshotVersion)
 	}
-	sum := binary.BigEndian.Uint32(hdr[8:12])
-	size := binary.BigEndian.Uint64(hdr[16:24])
+	size := binary.BigEndian.Uint64(hdr[8:16])
 	if size > maxSnapshot {
 		return fmt.Errorf("%w: payload of %d bytes", ErrCheckpoint, size)
 	}
-	payload := make([]byte, 0, min(size, 64<<20))
-	buf := bytes.NewBuffer(payload)
-	if n, err := io.CopyN(buf, r, int64(size)); err != nil {
-		return fmt.Errorf("%w: truncated after %d of %d bytes: %w", ErrCheckpoint, n, size, err)
+	buf := bytes.NewBuffer(make([]byte, 0, snapshotHeader+min(size, 64<<20)+4))
+	buf.Write(hdr[:])
+	if n, err := io.CopyN(buf, r, int64(size)+4); err != nil {
+		return fmt.Errorf("%w: truncated after %d of %d bytes: %w", ErrCheckpoint, n, size+4, err)
 	}
-	if crc32.Checksum(buf.Bytes(), castagnoli) != sum {
+	all := buf.Bytes()
+	body, sum := all[:len(all)-4], binary.BigEndian.Uint32(all[len(all)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
 		return fmt.Errorf("%w: checksum mismatch (corrupt)", ErrCheckpoint)
 	}
-	var st snapshotState
-	if err := gob.NewDecoder(buf).Decode(&st); err != nil {
-		return fmt.Errorf("%w: decode: %w", ErrCheckpoint, err)
+	d := decoder{b: body[snapshotHeader:]}
+	fp := e.cfg.fingerprint()
+	if got := d.take(len(fp)); d.err == nil && !bytes.Equal(got, fp[:]) {
+		return fmt.Errorf("%w: taken with other detect settings (thresholds, windows or allowlist changed)", ErrCheckpoint)
 	}
-	if st.Config != e.cfg.fingerprint() {
-		return fmt.Errorf("%w: taken with other detect settings (thresholds or windows changed)", ErrCheckpoint)
-	}
-	if st.AccountsPrevCount < 0 || st.AccountsPrevCount > len(st.Accounts) ||
-		st.SourcesPrevCount < 0 || st.SourcesPrevCount > len(st.Sources) {
-		return fmt.Errorf("%w: inconsistent generation counts", ErrCheckpoint)
-	}
-
+	mark := d.varint()
+	var last uint64 // key of the previous account: keys ascend in each generation
 	accounts := newTable[uint64, account](e.accounts.gen, e.accounts.cap, e.accounts.onEvict)
-	accounts.start = st.AccountsStart
-	for i := range st.Accounts {
-		a, err := st.Accounts[i].account()
-		if err != nil {
-			return err
+	accounts.start = d.varint()
+	for _, gen := range generations(&d, accounts.prev, accounts.cur) {
+		for i := range gen.n {
+			a := d.account()
+			if d.err != nil {
+				break
+			}
+			if _, dup := accounts.prev[a.h]; dup || accounts.cur[a.h] != nil {
+				d.fail("account key %#x twice", a.h)
+				break
+			}
+			if i > 0 && a.h < last {
+				d.fail("accounts out of order")
+				break
+			}
+			last = a.h
+			gen.m[a.h] = a
 		}
-		gen := accounts.cur
-		if i < st.AccountsPrevCount {
-			gen = accounts.prev
-		}
-		gen[a.h] = a
 	}
 	sources := newTable[srcKey, source](e.sources.gen, e.sources.cap, e.sources.onEvict)
-	sources.start = st.SourcesStart
-	for i := range st.Sources {
-		rec := &st.Sources[i]
-		gen := sources.cur
-		if i < st.SourcesPrevCount {
-			gen = sources.prev
+	sources.start = d.varint()
+	var lastSrc srcKey
+	for _, gen := range generations(&d, sources.prev, sources.cur) {
+		for i := range gen.n {
+			s := d.source()
+			if d.err != nil {
+				break
+			}
+			k := srcKey{addr: s.prefix.Addr().As16(), bits: uint8(s.prefix.Bits())}
+			if _, dup := sources.prev[k]; dup || sources.cur[k] != nil {
+				d.fail("source %s twice", s.prefix)
+				break
+			}
+			if i > 0 && cmpSrcKey(k, lastSrc) < 0 {
+				d.fail("sources out of order")
+				break
+			}
+			lastSrc = k
+			gen.m[k] = s
 		}
-		gen[srcKey{addr: rec.Key.Addr, bits: rec.Key.Bits}] = rec.source()
 	}
-	e.accounts, e.sources, e.mark = accounts, sources, st.Watermark
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d bytes after the last entry", len(d.b))
+	}
+	if d.err != nil {
+		return fmt.Errorf("%w: %w", ErrCheckpoint, d.err)
+	}
+	e.accounts, e.sources, e.mark = accounts, sources, mark
 	e.cur, e.curAcct = nil, nil
 	return nil
 }
 
-func (a *account) record() accountRec {
-	r := accountRec{H: a.h, Shop: a.shop, Actor: a.actor, FiredTravel: a.firedTravel}
+// decoder reads the payload. The first problem sticks in err; after it
+// every read returns zero values, so callers check err once per entry.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf(format, args...)
+	}
+	d.b = nil
+}
+
+func (d *decoder) take(n int) []byte {
+	if d.err != nil || n < 0 || n > len(d.b) {
+		d.fail("truncated payload")
+		return nil
+	}
+	p := d.b[:n:n]
+	d.b = d.b[n:]
+	return p
+}
+
+func (d *decoder) u8() byte {
+	if p := d.take(1); p != nil {
+		return p[0]
+	}
+	return 0
+}
+
+func (d *decoder) u64() uint64 {
+	if p := d.take(8); p != nil {
+		return binary.BigEndian.Uint64(p)
+	}
+	return 0
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad uvarint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads a number of entries, each at least min bytes long: a count
+// the remaining bytes cannot hold is corrupt, and refusing it keeps a bad
+// count from allocating.
+func (d *decoder) count(min int) int {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)/min) {
+		d.fail("count %d exceeds the remaining %d bytes", n, len(d.b))
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) bytes() []byte { return d.take(d.count(1)) }
+
+func (d *decoder) string() string { return string(d.bytes()) }
+
+func (d *decoder) addr() netip.Addr {
+	var a netip.Addr
+	if p := d.bytes(); d.err == nil {
+		if err := a.UnmarshalBinary(p); err != nil {
+			d.fail("address: %w", err)
+		}
+	}
+	return a
+}
+
+// generation is one generation map of a table and how many entries the
+// snapshot holds for it.
+type generation[K comparable, V any] struct {
+	m map[K]*V
+	n int
+}
+
+// generations reads the older and newer generations' entry counts.
+func generations[K comparable, V any](d *decoder, prev, cur map[K]*V) [2]generation[K, V] {
+	np := d.count(1)
+	nc := d.count(1)
+	return [2]generation[K, V]{{prev, np}, {cur, nc}}
+}
+
+func (d *decoder) account() *account {
+	h := d.u64()
+	shop, actor := d.bytes(), d.bytes()
+	name := string(shop) + string(actor) // one allocation, as Engine.account makes
+	a := &account{h: h, shop: name[:len(shop)], actor: name[len(shop):], firedTravel: d.varint()}
+	if a.nLogins = int(d.u8()); a.nLogins > travelKeep {
+		d.fail("account with %d logins", a.nLogins)
+		return nil
+	}
 	for i := range a.nLogins {
 		l := &a.logins[i]
-		r.Logins = append(r.Logins, loginRec{T: l.t, IP: l.ip, Geo: l.geo})
+		l.t, l.ip = d.varint(), d.addr()
+		l.geo.Lat, l.geo.Lon = math.Float64frombits(d.u64()), math.Float64frombits(d.u64())
+		r := d.uvarint()
+		l.geo.RadiusKM = uint16(r)
+		l.geo.Country, l.geo.City = d.string(), d.string()
+		if d.err == nil && (r > math.MaxUint16 || !l.ip.IsValid() || (i > 0 && l.t < a.logins[i-1].t)) {
+			d.fail("account with a bad login")
+		}
 	}
-	if x := a.x; x != nil {
-		r.X = &extraRec{Fails: stamps(x.fails.s), Exports: stamps(x.exports.s),
-			FiredBrute: x.firedBrute, FiredTakeover: x.firedTakeover, FiredExport: x.firedExport, FiredCritical: x.firedCritical,
-			Compromised: x.compromised, CompromisedID: x.compromisedID, CompromisedRule: x.compromisedRule}
+	switch d.u8() {
+	case 0:
+	case 1:
+		x := &extra{fails: d.window(), exports: d.window()}
+		x.firedBrute, x.firedTakeover, x.firedExport, x.firedCritical = d.varint(), d.varint(), d.varint(), d.varint()
+		x.compromised, x.compromisedID, x.compromisedRule = d.varint(), d.string(), d.string()
+		a.x = x
+	default:
+		d.fail("bad extra marker")
 	}
-	return r
+	if d.err != nil {
+		return nil
+	}
+	return a
 }
 
-func (r *accountRec) account() (*account, error) {
-	if len(r.Logins) > travelKeep {
-		return nil, fmt.Errorf("%w: account with %d logins", ErrCheckpoint, len(r.Logins))
+// window reads a window; its stamps must be in time order, as window.add
+// keeps them.
+func (d *decoder) window() window {
+	n := d.count(3)
+	var w window
+	if n > 0 {
+		w.s = make([]stamp, n)
 	}
-	name := r.Shop + r.Actor
-	a := &account{h: r.H, shop: name[:len(r.Shop)], actor: name[len(r.Shop):], firedTravel: r.FiredTravel, nLogins: len(r.Logins)}
-	for i, l := range r.Logins {
-		a.logins[i] = login{t: l.T, ip: l.IP, geo: l.Geo}
+	for i := range w.s {
+		s := &w.s[i]
+		s.t, s.n, s.addr = d.varint(), d.varint(), d.addr()
+		if d.err == nil && i > 0 && s.t < w.s[i-1].t {
+			d.fail("window out of time order")
+		}
 	}
-	if x := r.X; x != nil {
-		a.x = &extra{fails: window{s: unstamps(x.Fails)}, exports: window{s: unstamps(x.Exports)},
-			firedBrute: x.FiredBrute, firedTakeover: x.FiredTakeover, firedExport: x.FiredExport, firedCritical: x.FiredCritical,
-			compromised: x.Compromised, compromisedID: x.CompromisedID, compromisedRule: x.CompromisedRule}
-	}
-	return a, nil
+	return w
 }
 
-func (s *source) record(k srcKey) sourceRec {
-	r := sourceRec{Key: srcKeyRec{Addr: k.addr, Bits: k.bits}, Prefix: s.prefix, Addrs: s.addrs, Fired: s.fired, Flag: s.flag, FlagID: s.flagID}
-	for _, x := range s.accts {
-		r.Accts = append(r.Accts, seenRec{H: x.h, T: x.t, Shop: x.acct.ShopID, Actor: x.acct.Actor})
+func (d *decoder) source() *source {
+	s := &source{}
+	if p := d.bytes(); d.err == nil {
+		if err := s.prefix.UnmarshalBinary(p); err != nil || !s.prefix.IsValid() || s.prefix != s.prefix.Masked() {
+			d.fail("bad source prefix")
+			return nil
+		}
 	}
-	return r
-}
-
-func (r *sourceRec) source() *source {
-	s := &source{prefix: r.Prefix, addrs: r.Addrs, fired: r.Fired, flag: r.Flag, flagID: r.FlagID}
-	for _, x := range r.Accts {
-		s.accts = append(s.accts, seen{h: x.H, t: x.T, acct: shopguard.Account{ShopID: x.Shop, Actor: x.Actor}})
+	if n := d.count(11); n > 0 {
+		s.accts = make([]seen, n)
+	}
+	for i := range s.accts {
+		x := &s.accts[i]
+		x.h, x.t = d.u64(), d.varint()
+		x.acct = shopguard.Account{ShopID: d.string(), Actor: d.string()}
+	}
+	if n := d.count(1); n > 0 {
+		s.addrs = make([]netip.Addr, n)
+	}
+	for i := range s.addrs {
+		s.addrs[i] = d.addr()
+	}
+	s.fired, s.flag, s.flagID = d.varint(), d.varint(), d.string()
+	if d.err != nil {
+		return nil
 	}
 	return s
-}
-
-func stamps(ss []stamp) []stampRec {
-	out := make([]stampRec, len(ss))
-	for i, s := range ss {
-		out[i] = stampRec{T: s.t, N: s.n, Addr: s.addr}
-	}
-	return out
-}
-
-func unstamps(rs []stampRec) []stamp {
-	out := make([]stamp, len(rs))
-	for i, r := range rs {
-		out[i] = stamp{t: r.T, n: r.N, addr: r.Addr}
-	}
-	return out
 }

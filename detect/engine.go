@@ -108,6 +108,7 @@ type Engine struct {
 	mark     int64 // newest event time seen (unix ns): the watermark
 
 	afterBatch func()
+	snapHint   int // buffer size for the next Snapshot: the last one's, plus room
 
 	// Per-event memo, so the rules share one lookup.
 	cur     *shopguard.Event
