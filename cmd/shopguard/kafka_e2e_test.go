@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,9 +116,9 @@ func e2eRequireSameFindings(t *testing.T, want, got map[string]shopguard.Finding
 }
 
 // TestE2ERunFaultsAndRestart runs the consumer through failing fetches,
-// commits and produces and cut group connections, stops it as soon as the
-// first findings are out, and starts a second run in the same group once
-// the rest of the stream has arrived.
+// commits and produces and connections cut under them, stops it as soon as
+// the first findings are out and something is committed, and starts a
+// second run in the same group once the rest of the stream has arrived.
 //
 // With checkpoints the two runs together give exactly the findings of the
 // fault-free file replay (de-duplicated by id: a restart may send some
@@ -142,26 +143,26 @@ func TestE2ERunFaultsAndRestart(t *testing.T) {
 			c.ProduceEvents(t, e2eAuditTopic, evs[:firstPart]...)
 			fetches := c.Fail(kmsg.Fetch, e2eAuditTopic, 4, nil)
 			commits := c.Fail(kmsg.OffsetCommit, e2eAuditTopic, 4, nil)
-			produces := c.Fail(kmsg.Produce, e2eFindingsTopic, 6, nil)
-			// A connection cut on a heartbeat makes the member rejoin.
-			// (Not on a fetch: kafka-go's reader then reports "unexpected
-			// EOF" on every fetch against kfake and never recovers.)
-			heartbeats := c.Disconnect(kmsg.Heartbeat, 2)
+			produces := c.Fail(kmsg.Produce, e2eFindingsTopic, 3, nil)
+			// And connections cut under a fetch, a commit and a produce.
+			cutFetches := e2eCut(c, kmsg.Fetch, 2)
+			cutCommits := e2eCut(c, kmsg.OffsetCommit, 2)
+			cutProduces := e2eCut(c, kmsg.Produce, 2)
 
 			rc := e2eRunConfig{brokers: c.Addrs()[0], listen: e2eFreeAddr(t), geoip: geo,
-				findings: filepath.Join(t.TempDir(), "findings.jsonl")}
+				findings: filepath.Join(t.TempDir(), "findings.jsonl"), shortSession: true}
 			if checkpoint {
 				rc.checkpoint = filepath.Join(t.TempDir(), "state.ckpt")
 			}
 			config := rc.write(t)
 
 			first := e2eStartRun(t, config, rc.listen)
-			require.Eventually(t, func() bool { return len(c.ReadAll(t, e2eFindingsTopic)) > 0 },
-				30*time.Second, 5*time.Millisecond, "no finding from the first run; stderr:\n%s", first.stderr.tail())
+			require.Eventually(t, func() bool { return len(c.ReadAll(t, e2eFindingsTopic)) > 0 && e2eCommitted(t, c) > 0 },
+				30*time.Second, 5*time.Millisecond, "no finding or no commit from the first run; stderr:\n%s", first.stderr.tail())
 			require.Equal(t, 0, first.stop(), first.stderr.tail())
 			committed1 := e2eCommitted(t, c)
 			t.Logf("first run stopped with %d of %d events committed", committed1, firstPart)
-			require.Positive(t, committed1)
+			require.Positive(t, committed1, first.stderr.tail())
 			require.LessOrEqual(t, committed1, int64(firstPart))
 			fromFirst := e2eFindingsFile(t, rc.findings)
 			// Every finding of the events up to the committed offset was
@@ -182,10 +183,14 @@ func TestE2ERunFaultsAndRestart(t *testing.T) {
 			require.GreaterOrEqual(t, read2, float64(int64(len(evs))-committed1),
 				"the second run read every event after the first run's commits")
 
-			t.Logf("faults hit: %d fetches, %d commits, %d produces, %d heartbeat cuts",
-				fetches.Hits(), commits.Hits(), produces.Hits(), heartbeats.N())
+			t.Logf("failed: %d fetches, %d commits, %d produces; connections cut: %d fetches, %d commits, %d produces",
+				fetches.Hits(), commits.Hits(), produces.Hits(), cutFetches.Load(), cutCommits.Load(), cutProduces.Load())
 			require.Equal(t, 4, fetches.Hits())
-			require.Equal(t, 6, produces.Hits())
+			require.Equal(t, 4, commits.Hits())
+			require.Equal(t, 3, produces.Hits())
+			for _, cut := range []*atomic.Int32{cutFetches, cutCommits, cutProduces} {
+				require.Equal(t, int32(2), cut.Load())
+			}
 			got, n := e2eTopicFindings(t, c)
 			t.Logf("%d findings expected, %d distinct on the topic in %d messages", len(want), len(got), n)
 			if checkpoint {

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,10 +21,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shopguard/shopguard"
 	"github.com/shopguard/shopguard/ingest/generate"
@@ -194,8 +197,9 @@ type e2eRunConfig struct {
 	geoip      string
 	findings   string // JSONL file sink
 	checkpoint string // checkpoint.path; empty: none
-	// shortSession makes a member that vanished without leaving the group
-	// (SIGKILL) lose its partitions within a few seconds.
+	// shortSession (heartbeats every 500 ms, 6 s session) makes a lost
+	// coordinator connection, or a member that vanished without leaving
+	// the group, noticed within seconds.
 	shortSession bool
 }
 
@@ -324,6 +328,23 @@ func e2eWaitCommitted(t *testing.T, c *kafkatest.Cluster, total int64, stderr *e
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// e2eCut makes the broker close the client's connection instead of
+// answering the next n requests of kind key, and returns how many it cut.
+// (kafkatest.Disconnect and Drop with n >= 2 never stop: the KeepControl
+// of their first call stays set in kfake for good, so every later request
+// of the kind is cut too. DropControl on the nth call removes the control.)
+func e2eCut(c *kafkatest.Cluster, key kmsg.Key, n int) *atomic.Int32 {
+	var cut atomic.Int32
+	c.ControlKey(key.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if cut.Add(1) >= int32(n) {
+			c.DropControl()
+		}
+		return nil, errors.New("e2e: injected disconnect"), true
+	})
+	return &cut
 }
 
 // e2eBinary builds the shopguard binary into the test's temporary
