@@ -367,8 +367,11 @@ func (c *Cluster) intercept(key kmsg.Key, n int, err error) *Counter {
 		cnt.mu.Lock()
 		defer cnt.mu.Unlock()
 		cnt.n++
-		if n < 0 || cnt.n < n {
-			c.KeepControl()
+		// A kept control stays kept: keep it, and drop it explicitly once
+		// the n-th request was intercepted.
+		c.KeepControl()
+		if n >= 0 && cnt.n >= n {
+			c.DropControl()
 		}
 		return nil, err, true
 	})
