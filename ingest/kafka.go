@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -860,6 +862,127 @@ func (s *KafkaSource) Flush(ctx context.Context) error {
 	return s.commit(ctx)
 }
 
+// FlushTo is Flush that commits no further than upTo (by partition, the
+// next offset to read) and nothing for partitions not in it: the offsets a
+// checkpoint recorded, when batches of invalid messages only (which the
+// source acknowledges itself) may have been acknowledged since.
+func (s *KafkaSource) FlushTo(ctx context.Context, upTo map[int]int64) error {
+	return s.commitTo(ctx, upTo)
+}
+
+// RewindGroup makes cfg.Group resume cfg.Topic at offsets (by partition,
+// the next offset to read; a restored checkpoint's) wherever the group's
+// committed offset is ahead of them or missing, so that the events between
+// are read again and processed with the restored state instead of being
+// skipped. Partitions committed at or before offsets are left alone: the
+// source's KafkaSourceOptions.Processed skips what the state already holds.
+// It returns the partitions it set back, with the offsets committed before.
+//
+// Call it before NewKafkaSource. It commits outside any group generation,
+// which Kafka accepts only while the group has no members, so it waits
+// (at most SessionTimeout plus RebalanceTimeout) for the members of a
+// killed process to time out. With live members elsewhere (another
+// instance in the same group) it gives up with an error after that wait;
+// the group then resumes from its committed offsets.
+func RewindGroup(ctx context.Context, cfg KafkaConfig, offsets map[int]int64, log *slog.Logger) (map[int]int64, error) {
+	if len(offsets) == 0 {
+		return nil, nil
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	tr, err := cfg.transport()
+	if err != nil {
+		return nil, err
+	}
+	cl := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: cfg.DialTimeout + cfg.MaxWait}
+	parts := slices.Sorted(maps.Keys(offsets))
+	var waitUntil time.Time // set at the first answer that the group has members
+	for attempt := 1; ; attempt++ {
+		ahead, err := groupAhead(ctx, cl, cfg, parts, offsets)
+		if err == nil && len(ahead) == 0 {
+			return nil, nil
+		}
+		if err == nil {
+			err = commitOutsideGroup(ctx, cl, cfg, offsets, ahead)
+			if err == nil {
+				log.Info("committed offsets set back to the checkpoint's; the events between are processed again with the restored state",
+					"topic", cfg.Topic, "group", cfg.Group, "committed_before", ahead, "checkpoint", offsets)
+				return ahead, nil
+			}
+		}
+		members := errors.Is(err, kafka.UnknownMemberId) || errors.Is(err, kafka.IllegalGeneration) || errors.Is(err, kafka.RebalanceInProgress)
+		switch {
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("rewind group %s on %s: %w", cfg.Group, cfg.Topic, ctx.Err())
+		case members && waitUntil.IsZero():
+			waitUntil = time.Now().Add(cfg.SessionTimeout + cfg.RebalanceTimeout)
+			log.Warn("committed offsets are ahead of the checkpoint but the group still has members (a killed process's session has not timed out yet); waiting to set them back",
+				"topic", cfg.Topic, "group", cfg.Group, "wait_at_most", cfg.SessionTimeout+cfg.RebalanceTimeout)
+		case members && time.Now().After(waitUntil):
+			return nil, fmt.Errorf("rewind group %s on %s: the group kept members for %s: %w", cfg.Group, cfg.Topic, cfg.SessionTimeout+cfg.RebalanceTimeout, err)
+		case !members && attempt > cfg.MaxRetries:
+			return nil, fmt.Errorf("rewind group %s on %s (%d attempts): %w", cfg.Group, cfg.Topic, attempt, err)
+		}
+		t := time.NewTimer(cfg.backoff(attempt))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// groupAhead returns the partitions of parts whose committed offset is
+// ahead of offsets, or missing (-1), with that committed offset.
+func groupAhead(ctx context.Context, cl *kafka.Client, cfg KafkaConfig, parts []int, offsets map[int]int64) (map[int]int64, error) {
+	resp, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: cfg.Group, Topics: map[string][]int{cfg.Topic: parts}})
+	if err != nil {
+		return nil, fmt.Errorf("fetch committed offsets: %w", err)
+	}
+	committed := map[int]int64{}
+	if resp.Error != nil && !errors.Is(resp.Error, kafka.GroupIdNotFound) {
+		return nil, fmt.Errorf("fetch committed offsets: %w", resp.Error)
+	}
+	for _, p := range resp.Topics[cfg.Topic] {
+		if p.Error != nil {
+			return nil, fmt.Errorf("fetch committed offset of partition %d: %w", p.Partition, p.Error)
+		}
+		committed[p.Partition] = p.CommittedOffset
+	}
+	ahead := map[int]int64{}
+	for _, p := range parts {
+		c, ok := committed[p]
+		if !ok {
+			c = -1
+		}
+		if c < 0 || c > offsets[p] {
+			ahead[p] = c
+		}
+	}
+	return ahead, nil
+}
+
+// commitOutsideGroup commits offsets for the partitions in ahead as a
+// simple consumer (generation -1, no member).
+func commitOutsideGroup(ctx context.Context, cl *kafka.Client, cfg KafkaConfig, offsets, ahead map[int]int64) error {
+	var commits []kafka.OffsetCommit
+	for _, p := range slices.Sorted(maps.Keys(ahead)) {
+		commits = append(commits, kafka.OffsetCommit{Partition: p, Offset: offsets[p]})
+	}
+	resp, err := cl.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: cfg.Group, GenerationID: -1,
+		Topics: map[string][]kafka.OffsetCommit{cfg.Topic: commits}})
+	if err != nil {
+		return fmt.Errorf("commit offsets outside the group: %w", err)
+	}
+	for _, p := range resp.Topics[cfg.Topic] {
+		if p.Error != nil {
+			return fmt.Errorf("commit offset of partition %d outside the group: %w", p.Partition, p.Error)
+		}
+	}
+	return nil
+}
+
 // Close commits the offsets acknowledged so far, retrying (at most
 // MaxRetries times, and not after ctx is done), then leaves the group and
 // closes the reader. Call it after Run
@@ -942,10 +1065,14 @@ func (s *KafkaSource) commitLoop() {
 }
 
 // commit commits the acknowledged offsets not yet committed.
-func (s *KafkaSource) commit(ctx context.Context) error {
+func (s *KafkaSource) commit(ctx context.Context) error { return s.commitTo(ctx, nil) }
+
+// commitTo commits the acknowledged offsets not yet committed, capped by
+// upTo unless it is nil.
+func (s *KafkaSource) commitTo(ctx context.Context, upTo map[int]int64) error {
 	s.acks.commitMu.Lock() // one commit at a time keeps them in order
 	defer s.acks.commitMu.Unlock()
-	msgs := s.acks.toCommit()
+	msgs := s.acks.toCommit(upTo)
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -1023,15 +1150,27 @@ func (a *acks) poke() {
 	}
 }
 
-// toCommit returns the ready offsets that move a partition forward.
-func (a *acks) toCommit() []kafka.Message {
+// toCommit returns the ready offsets that move a partition forward, capped
+// by upTo (the next offset, by partition) unless it is nil.
+func (a *acks) toCommit(upTo map[int]int64) []kafka.Message {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var msgs []kafka.Message
 	for p, m := range a.ready {
-		if next, ok := a.next[p]; ok && m.Offset+1 <= next {
+		next, done := a.next[p]
+		if done && m.Offset+1 <= next {
 			delete(a.ready, p) // already covered, e.g. redelivered after a rebalance
 			continue
+		}
+		if upTo != nil {
+			limit, ok := upTo[p]
+			if !ok {
+				continue
+			}
+			// Beyond the cap stays ready for a later commit.
+			if m.Offset = min(m.Offset, limit-1); m.Offset < 0 || (done && m.Offset+1 <= next) {
+				continue
+			}
 		}
 		msgs = append(msgs, m)
 	}
