@@ -75,6 +75,9 @@ type checkpointer struct {
 }
 
 func newCheckpointer(cfg CheckpointConfig, topic, group string, reg prometheus.Registerer, log *slog.Logger) *checkpointer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	f := promauto.With(reg)
 	c := &checkpointer{cfg: cfg, log: log, topic: topic, group: group, last: time.Now(),
 		writes: f.NewCounterVec(prometheus.CounterOpts{
@@ -122,7 +125,7 @@ func (c *checkpointer) write(offsets map[int]int64) error {
 
 func (c *checkpointer) writeFile(offsets map[int]int64) error {
 	dir := filepath.Dir(c.cfg.Path)
-	tmp, err := os.CreateTemp(dir, ".checkpoint-*")
+	tmp, err := os.CreateTemp(dir, tempPattern(c.cfg.Path))
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
@@ -167,6 +170,24 @@ func (c *checkpointer) writeFile(offsets map[int]int64) error {
 		c.bytes.Set(float64(st.Size()))
 	}
 	return nil
+}
+
+// tempPattern names the temporary files a checkpoint is written to before
+// the rename: hidden, beside it, and tied to its name, so that those a
+// killed process left behind can be found and removed.
+func tempPattern(path string) string { return "." + filepath.Base(path) + ".tmp-*" }
+
+// removeTemps removes the temporary files of checkpoints that a killed
+// process did not finish. Call it before the first write.
+func (c *checkpointer) removeTemps() {
+	left, _ := filepath.Glob(filepath.Join(filepath.Dir(c.cfg.Path), tempPattern(c.cfg.Path)))
+	for _, f := range left {
+		if err := os.Remove(f); err != nil {
+			c.log.Warn("unfinished checkpoint not removed", "path", f, "err", err)
+			continue
+		}
+		c.log.Info("unfinished checkpoint of an earlier run removed", "path", f)
+	}
 }
 
 // restore loads the checkpoint at path into eng and returns the offsets it

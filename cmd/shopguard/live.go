@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/oklog/run"
@@ -86,12 +87,16 @@ func (l *live) serve(ctx context.Context) error {
 			if !ck.due() {
 				return
 			}
-			if ck.write(src.Acknowledged()) != nil {
+			offsets := src.Acknowledged()
+			if ck.write(offsets) != nil {
 				return
 			}
 			fctx, cancel := context.WithTimeout(context.Background(), shutdownBudget)
 			defer cancel()
-			if err := src.Flush(fctx); err != nil {
+			// Exactly the checkpoint's offsets: batches of invalid
+			// messages only, which the source acknowledges itself, may
+			// have been acknowledged since.
+			if err := src.FlushTo(fctx, offsets); err != nil {
 				l.log.Warn("offsets of the checkpoint not committed yet; the next checkpoint retries", "err", err)
 			}
 		}))
@@ -100,9 +105,10 @@ func (l *live) serve(ctx context.Context) error {
 	if err != nil {
 		return usageErr{err}
 	}
-	var processed map[int]int64
+	var processed map[int]int64 // the restored checkpoint's offsets
 	if ck != nil {
 		ck.eng = eng
+		ck.removeTemps()
 		offsets, err := restoreCheckpoint(cfg.Checkpoint.Path, cfg.Kafka.Topic, cfg.Kafka.Group, eng)
 		switch {
 		case err != nil:
@@ -140,11 +146,9 @@ func (l *live) serve(ctx context.Context) error {
 		defer dl.Close()
 		rejects.DeadLetter = dl
 	}
-	src, err = ingest.NewKafkaSource(cfg.Kafka, ingest.KafkaSourceOptions{Metrics: im, Kafka: km, Rejects: rejects, Logger: l.log,
-		CommitOnFlush: ck != nil, Processed: processed})
-	if err != nil {
-		return err
-	}
+	srcOpts := ingest.KafkaSourceOptions{Metrics: im, Kafka: km, Rejects: rejects, Logger: l.log,
+		CommitOnFlush: ck != nil, Processed: processed}
+	var joined atomic.Pointer[ingest.KafkaSource] // for /readyz: nil until the source exists
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -152,7 +156,7 @@ func (l *live) serve(ctx context.Context) error {
 	}
 	l.addr = ln.Addr().String()
 	srv := &http.Server{Handler: l.mux(func() error {
-		if !src.Ready() {
+		if s := joined.Load(); s == nil || !s.Ready() {
 			return errors.New("kafka consumer not joined or not fetching")
 		}
 		return sinks.Ready()
@@ -174,11 +178,29 @@ func (l *live) serve(ctx context.Context) error {
 	pipelineDone := make(chan struct{})
 	g.Add(func() error {
 		defer close(pipelineDone)
+		// The group may have committed past the checkpoint (a final
+		// checkpoint that could not be written, a run without
+		// checkpoints since): set it back before joining, so the events
+		// between meet the restored state. This may wait for a killed
+		// process's session to time out, so it runs with HTTP up.
+		if processed != nil {
+			if _, err := ingest.RewindGroup(srcCtx, cfg.Kafka, processed, l.log); err != nil {
+				if srcCtx.Err() != nil {
+					return nil
+				}
+				l.log.Error("events between the checkpoint and the committed offsets are not processed with the restored state", "err", err)
+			}
+		}
+		var err error
+		if src, err = ingest.NewKafkaSource(cfg.Kafka, srcOpts); err != nil {
+			return err
+		}
+		joined.Store(src)
 		var in shopguard.Source = src
 		if ck != nil {
 			in = &heartbeatSource{src: src, every: cfg.Checkpoint.Interval}
 		}
-		err := pipeline(srcCtx, in, eng, sinks)
+		err = pipeline(srcCtx, in, eng, sinks)
 		if ck != nil && (err == nil || errors.Is(err, context.Canceled)) {
 			// The engine is idle and has acknowledged everything it
 			// processed: save its final state before Close commits the
