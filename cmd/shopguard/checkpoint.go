@@ -177,10 +177,14 @@ func (c *checkpointer) writeFile(offsets map[int]int64) error {
 // killed process left behind can be found and removed.
 func tempPattern(path string) string { return "." + filepath.Base(path) + ".tmp-*" }
 
-// removeTemps removes the temporary files of checkpoints that a killed
-// process did not finish. Call it before the first write.
-func (c *checkpointer) removeTemps() {
-	left, _ := filepath.Glob(filepath.Join(filepath.Dir(c.cfg.Path), tempPattern(c.cfg.Path)))
+// prepare removes the temporary files of checkpoints that a killed process
+// did not finish, and checks that a checkpoint can be written at all: a
+// directory that is missing or read-only would otherwise show only as
+// failed writes while offsets, which wait for checkpoints, are never
+// committed. Call it before the first write.
+func (c *checkpointer) prepare() error {
+	dir := filepath.Dir(c.cfg.Path)
+	left, _ := filepath.Glob(filepath.Join(dir, tempPattern(c.cfg.Path)))
 	for _, f := range left {
 		if err := os.Remove(f); err != nil {
 			c.log.Warn("unfinished checkpoint not removed", "path", f, "err", err)
@@ -188,6 +192,12 @@ func (c *checkpointer) removeTemps() {
 		}
 		c.log.Info("unfinished checkpoint of an earlier run removed", "path", f)
 	}
+	probe, err := os.CreateTemp(dir, tempPattern(c.cfg.Path))
+	if err != nil {
+		return fmt.Errorf("checkpoint.path: cannot write beside %s: %w", c.cfg.Path, err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
 }
 
 // restore loads the checkpoint at path into eng and returns the offsets it

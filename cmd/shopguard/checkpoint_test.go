@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -97,7 +100,8 @@ func TestCheckpointFile(t *testing.T) {
 
 // TestCheckpointWriteIsAtomic: a write that cannot finish leaves the last
 // checkpoint as it was, counts the failure, and leaves no temporary file;
-// temporary files of killed writes are removed at start.
+// temporary files of killed writes are removed at start, and a directory
+// that cannot take a checkpoint stops the start.
 func TestCheckpointWriteIsAtomic(t *testing.T) {
 	dir := t.TempDir()
 	cfg := CheckpointConfig{Path: filepath.Join(dir, "state.ckpt"), Interval: time.Second}
@@ -136,8 +140,30 @@ func TestCheckpointWriteIsAtomic(t *testing.T) {
 	for _, name := range []string{".state.ckpt.tmp-123", ".state.ckpt.tmp-456", ".other.ckpt.tmp-1"} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("half"), 0o600))
 	}
-	ck.removeTemps()
+	require.NoError(t, ck.prepare())
 	left, err = filepath.Glob(filepath.Join(dir, ".*"))
 	require.NoError(t, err)
 	require.Equal(t, []string{filepath.Join(dir, ".other.ckpt.tmp-1")}, left)
+
+	// A checkpoint that cannot be written is a configuration error at
+	// start, naming the key.
+	missing := newCheckpointer(CheckpointConfig{Path: filepath.Join(dir, "absent", "state.ckpt"), Interval: time.Second},
+		"admin-audit", "shopguard", prometheus.NewRegistry(), nil)
+	require.ErrorContains(t, missing.prepare(), "checkpoint.path: cannot write beside")
+}
+
+// TestRunCheckpointDirMissing: run refuses to start when its checkpoint
+// cannot be written, with exit status 2 and the key named, before it
+// touches Kafka.
+func TestRunCheckpointDirMissing(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "shopguard.yml")
+	require.NoError(t, os.WriteFile(config, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
+kafka: {brokers: ["127.0.0.1:1"]}
+checkpoint: {path: %q}
+`, filepath.Join(dir, "absent", "state.ckpt"))), 0o644))
+	var stderr bytes.Buffer
+	code := Main(context.Background(), []string{"run", "--config", config}, nil, io.Discard, &stderr)
+	require.Equal(t, exitUsage, code, stderr.String())
+	require.Contains(t, stderr.String(), "checkpoint.path: cannot write beside")
 }

@@ -108,7 +108,9 @@ func (l *live) serve(ctx context.Context) error {
 	var processed map[int]int64 // the restored checkpoint's offsets
 	if ck != nil {
 		ck.eng = eng
-		ck.removeTemps()
+		if err := ck.prepare(); err != nil {
+			return usageErr{err}
+		}
 		offsets, err := restoreCheckpoint(cfg.Checkpoint.Path, cfg.Kafka.Topic, cfg.Kafka.Group, eng)
 		switch {
 		case err != nil:
