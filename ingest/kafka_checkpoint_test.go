@@ -26,8 +26,13 @@ func TestRewindGroup(t *testing.T) {
 		lines = append(lines, kafkaEventLine(fmt.Sprint(i), kafkaT0.Add(time.Duration(i)*time.Second)))
 	}
 	c.ProduceLines(t, auditTopic, 2, lines...)
+	// RewindGroup waits SessionTimeout plus RebalanceTimeout for members
+	// to go; the member below keeps a longer session of its own, so that
+	// a slow machine cannot expire it while RewindGroup waits.
 	cfg := kafkaTestConfig(c)
-	cfg.SessionTimeout, cfg.RebalanceTimeout = time.Second, time.Second
+	cfg.SessionTimeout, cfg.RebalanceTimeout = 500*time.Millisecond, 500*time.Millisecond
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	memberCfg := kafkaTestConfig(c)
 	ctx := context.Background()
 	committed := func() map[int]int64 { return c.Committed(t, cfg.Group, cfg.Topic) }
 
@@ -51,7 +56,7 @@ func TestRewindGroup(t *testing.T) {
 	require.Equal(t, map[int]int64{0: 4, 1: 10}, committed())
 
 	// A live member keeps the group from taking a commit from outside.
-	h := startKafkaSource(t, cfg, nil)
+	h := startKafkaSource(t, memberCfg, nil)
 	h.next()
 	began := time.Now()
 	_, err = ingest.RewindGroup(ctx, cfg, map[int]int64{0: 2, 1: 10}, nil)
