@@ -123,31 +123,12 @@ func (l *live) serve(ctx context.Context) error {
 		}
 	}
 
-	if cfg.Sinks.Kafka != nil && len(cfg.Sinks.Kafka.Brokers) == 0 {
-		k := *cfg.Sinks.Kafka
-		k.Brokers = cfg.Kafka.Brokers
-		cfg.Sinks.Kafka = &k
-	}
-	sinks, err := alert.Build(cfg.Sinks, l.reg, l.log)
+	p, err := l.plumb(cfg)
 	if err != nil {
 		return err
 	}
-	defer sinks.Close()
-	if l.console != nil {
-		sinks.AddRecord(l.console)
-	}
-
-	im := ingest.NewMetrics(l.reg)
-	km := ingest.NewKafkaMetrics(l.reg)
-	rejects := &ingest.Rejects{Metrics: im, Logger: l.log}
-	if cfg.Kafka.DeadLetterTopic != "" {
-		dl, err := ingest.NewKafkaDeadLetter(cfg.Kafka, km, l.log)
-		if err != nil {
-			return err
-		}
-		defer dl.Close()
-		rejects.DeadLetter = dl
-	}
+	defer p.close()
+	sinks, im, km, rejects := p.sinks, p.im, p.km, p.rejects
 	srcOpts := ingest.KafkaSourceOptions{Metrics: im, Kafka: km, Rejects: rejects, Logger: l.log,
 		CommitOnFlush: ck != nil, Processed: processed}
 	var joined atomic.Pointer[ingest.KafkaSource] // for /readyz: nil until the source exists
@@ -335,5 +316,53 @@ func (h *heartbeatSource) Run(ctx context.Context, out chan<- shopguard.Batch) e
 		case err := <-errc:
 			return err
 		}
+	}
+}
+
+// plumbing is what the single-process and the scale-out pipelines share:
+// the sinks and the handling of messages that are not events.
+type plumbing struct {
+	sinks   *alert.Fanout
+	im      *ingest.Metrics
+	km      *ingest.KafkaMetrics
+	rejects *ingest.Rejects
+	closers []func()
+}
+
+// plumb builds the configured sinks (the findings topic defaults to the
+// audit topic's brokers) and the dead-letter writer.
+func (l *live) plumb(cfg Config) (*plumbing, error) {
+	if cfg.Sinks.Kafka != nil && len(cfg.Sinks.Kafka.Brokers) == 0 {
+		k := *cfg.Sinks.Kafka
+		k.Brokers = cfg.Kafka.Brokers
+		cfg.Sinks.Kafka = &k
+	}
+	sinks, err := alert.Build(cfg.Sinks, l.reg, l.log)
+	if err != nil {
+		return nil, err
+	}
+	p := &plumbing{sinks: sinks, closers: []func(){func() { _ = sinks.Close() }}}
+	if l.console != nil {
+		sinks.AddRecord(l.console)
+	}
+	p.im = ingest.NewMetrics(l.reg)
+	p.km = ingest.NewKafkaMetrics(l.reg)
+	p.rejects = &ingest.Rejects{Metrics: p.im, Logger: l.log}
+	if cfg.Kafka.DeadLetterTopic != "" {
+		dl, err := ingest.NewKafkaDeadLetter(cfg.Kafka, p.km, l.log)
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		p.closers = append(p.closers, func() { _ = dl.Close() })
+		p.rejects.DeadLetter = dl
+	}
+	return p, nil
+}
+
+// close closes what plumb opened, the dead-letter writer first.
+func (p *plumbing) close() {
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		p.closers[i]()
 	}
 }

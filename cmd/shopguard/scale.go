@@ -12,7 +12,6 @@ import (
 	"github.com/oklog/run"
 	"github.com/prometheus/exporter-toolkit/web"
 
-	"github.com/shopguard/shopguard/alert"
 	"github.com/shopguard/shopguard/detect"
 	"github.com/shopguard/shopguard/ingest"
 )
@@ -81,31 +80,12 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 		}
 	}
 
-	if cfg.Sinks.Kafka != nil && len(cfg.Sinks.Kafka.Brokers) == 0 {
-		k := *cfg.Sinks.Kafka
-		k.Brokers = cfg.Kafka.Brokers
-		cfg.Sinks.Kafka = &k
-	}
-	sinks, err := alert.Build(cfg.Sinks, l.reg, l.log)
+	p, err := l.plumb(cfg)
 	if err != nil {
 		return err
 	}
-	defer sinks.Close()
-	if l.console != nil {
-		sinks.AddRecord(l.console)
-	}
-
-	im := ingest.NewMetrics(l.reg)
-	km := ingest.NewKafkaMetrics(l.reg)
-	rejects := &ingest.Rejects{Metrics: im, Logger: l.log}
-	if cfg.Kafka.DeadLetterTopic != "" {
-		dl, err := ingest.NewKafkaDeadLetter(cfg.Kafka, km, l.log)
-		if err != nil {
-			return err
-		}
-		defer dl.Close()
-		rejects.DeadLetter = dl
-	}
+	defer p.close()
+	sinks, im, km, rejects := p.sinks, p.im, p.km, p.rejects
 	so, err := ingest.NewScaleOut(cfg.Kafka, cfg.ScaleOut, ingest.ScaleOptions{
 		NewEngine:      newEngine,
 		Sink:           sinks,
