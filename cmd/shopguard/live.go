@@ -133,34 +133,15 @@ func (l *live) serve(ctx context.Context) error {
 		CommitOnFlush: ck != nil, Processed: processed}
 	var joined atomic.Pointer[ingest.KafkaSource] // for /readyz: nil until the source exists
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	l.addr = ln.Addr().String()
-	srv := &http.Server{Handler: l.mux(func() error {
+	ready := func() error {
 		if s := joined.Load(); s == nil || !s.Ready() {
 			return errors.New("kafka consumer not joined or not fetching")
 		}
 		return sinks.Ready()
-	}), ReadHeaderTimeout: 10 * time.Second}
-
-	var g run.Group
-	// Signals (and --duration) arrive as ctx.
-	stop := make(chan struct{})
-	g.Add(func() error {
-		select {
-		case <-ctx.Done():
-		case <-stop:
-		}
-		return nil
-	}, func(error) { closeOnce(stop) })
+	}
 
 	// The pipeline: stop fetching on interrupt, drain the engine, commit.
-	srcCtx, cancelSrc := context.WithCancel(context.Background())
-	pipelineDone := make(chan struct{})
-	g.Add(func() error {
-		defer close(pipelineDone)
+	work := func(srcCtx context.Context) error {
 		// The group may have committed past the checkpoint (a final
 		// checkpoint that could not be written, a run without
 		// checkpoints since): set it back before joining, so the events
@@ -203,18 +184,52 @@ func (l *live) serve(ctx context.Context) error {
 			err = nil
 		}
 		return err
-	}, func(error) { cancelSrc() })
+	}
+	return l.runActors(ctx, ready, sinks, work, "shopguard running",
+		"listen", "", "brokers", cfg.Kafka.Brokers, "topic", cfg.Kafka.Topic, "group", cfg.Kafka.Group)
+}
 
-	// Notification sinks deliver until the pipeline's last findings are
-	// queued, then flush within their budget.
+// runActors runs the process as an oklog/run group: ctx (signals,
+// --duration) stops it; work runs until its context is cancelled; the
+// notification sinks deliver until work has returned and then flush; the
+// HTTP server (/metrics, /healthz, /readyz per ready) serves on cfg.Listen
+// until work has returned. msg and args are logged once it all runs; a
+// "listen" key gets the bound address.
+func (l *live) runActors(ctx context.Context, ready func() error, sinks *alert.Fanout, work func(context.Context) error, msg string, args ...any) error {
+	ln, err := net.Listen("tcp", l.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	l.addr = ln.Addr().String()
+	srv := &http.Server{Handler: l.mux(ready), ReadHeaderTimeout: 10 * time.Second}
+
+	var g run.Group
+	stop := make(chan struct{})
+	g.Add(func() error {
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		}
+		return nil
+	}, func(error) { closeOnce(stop) })
+
+	workCtx, cancelWork := context.WithCancel(context.Background())
+	workDone := make(chan struct{})
+	g.Add(func() error {
+		defer close(workDone)
+		return work(workCtx)
+	}, func(error) { cancelWork() })
+
+	// Notification sinks deliver until the last findings are queued, then
+	// flush within their budget.
 	notifyCtx, cancelNotify := context.WithCancel(context.Background())
 	g.Add(func() error { return sinks.Run(notifyCtx) }, func(error) {
-		go func() { <-pipelineDone; cancelNotify() }()
+		go func() { <-workDone; cancelNotify() }()
 	})
 
 	g.Add(func() error {
 		close(l.ready)
-		wc := cfg.WebConfigFile
+		wc := l.cfg.WebConfigFile
 		err := web.Serve(ln, srv, &web.FlagConfig{WebConfigFile: &wc}, l.log)
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
@@ -222,13 +237,18 @@ func (l *live) serve(ctx context.Context) error {
 		return err
 	}, func(error) {
 		go func() {
-			<-pipelineDone
+			<-workDone
 			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			_ = srv.Shutdown(sctx)
 		}()
 	})
-	l.log.Info("shopguard running", "listen", l.addr, "brokers", cfg.Kafka.Brokers, "topic", cfg.Kafka.Topic, "group", cfg.Kafka.Group)
+	for i := 0; i+1 < len(args); i += 2 {
+		if args[i] == "listen" {
+			args[i+1] = l.addr
+		}
+	}
+	l.log.Info(msg, args...)
 	err = g.Run()
 	l.log.Info("shopguard stopped", "err", err)
 	return err

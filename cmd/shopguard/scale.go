@@ -3,14 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"time"
-
-	"github.com/oklog/run"
-	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/shopguard/shopguard/detect"
 	"github.com/shopguard/shopguard/ingest"
@@ -102,62 +95,16 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 		return usageErr{err}
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	l.addr = ln.Addr().String()
-	srv := &http.Server{Handler: l.mux(func() error {
+	ready := func() error {
 		if !so.Ready() {
 			return errors.New("scale-out: not yet a member of all three consumer groups")
 		}
 		return sinks.Ready()
-	}), ReadHeaderTimeout: 10 * time.Second}
-
-	var g run.Group
-	stop := make(chan struct{})
-	g.Add(func() error {
-		select {
-		case <-ctx.Done():
-		case <-stop:
-		}
-		return nil
-	}, func(error) { closeOnce(stop) })
-
+	}
 	// The instance: on interrupt every task snapshots and commits, then
 	// the groups are left.
-	soCtx, cancelSO := context.WithCancel(context.Background())
-	soDone := make(chan struct{})
-	g.Add(func() error {
-		defer close(soDone)
-		return so.Run(soCtx)
-	}, func(error) { cancelSO() })
-
-	notifyCtx, cancelNotify := context.WithCancel(context.Background())
-	g.Add(func() error { return sinks.Run(notifyCtx) }, func(error) {
-		go func() { <-soDone; cancelNotify() }()
-	})
-
-	g.Add(func() error {
-		close(l.ready)
-		wc := cfg.WebConfigFile
-		err := web.Serve(ln, srv, &web.FlagConfig{WebConfigFile: &wc}, l.log)
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return err
-	}, func(error) {
-		go func() {
-			<-soDone
-			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		}()
-	})
 	names := so.Names()
-	l.log.Info("shopguard running scaled out", "listen", l.addr, "brokers", cfg.Kafka.Brokers, "topic", cfg.Kafka.Topic,
-		"group", cfg.Kafka.Group, "by_account", names.ByAccount, "by_source", names.BySource, "flags", names.Flags, "changelog", names.Changelog)
-	err = g.Run()
-	l.log.Info("shopguard stopped", "err", err)
-	return err
+	return l.runActors(ctx, ready, sinks, so.Run, "shopguard running scaled out",
+		"listen", "", "brokers", cfg.Kafka.Brokers, "topic", cfg.Kafka.Topic, "group", cfg.Kafka.Group,
+		"by_account", names.ByAccount, "by_source", names.BySource, "flags", names.Flags, "changelog", names.Changelog)
 }
