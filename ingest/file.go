@@ -73,6 +73,10 @@ type FileSource struct {
 	Metrics *Metrics
 	// Logger logs at Debug which input is read; nil discards.
 	Logger *slog.Logger
+	// Decode decodes each line (NewDecoder); nil is the native format,
+	// Decode. Lines it reports as ErrUnmatched are counted in Metrics
+	// and skipped, in Strict mode too.
+	Decode DecodeFunc
 }
 
 var _ shopguard.Source = (*FileSource)(nil)
@@ -98,8 +102,10 @@ type fileJob struct {
 	err      error         // a read error, delivered after the jobs before it
 	done     chan struct{} // closed when events and bad are set
 
-	events []shopguard.Event
-	bad    []badLine
+	events    []shopguard.Event
+	bad       []badLine
+	unmatched int
+	dec       DecodeFunc
 }
 
 // badLine is an invalid line of a job.
@@ -215,6 +221,7 @@ func (s *FileSource) Run(ctx context.Context, out chan<- shopguard.Batch) error 
 
 // emit hands a decoded job's invalid lines to rej and sends its events.
 func (s *FileSource) emit(ctx context.Context, j *fileJob, rej *Rejects, out chan<- shopguard.Batch) error {
+	s.Metrics.Unmatched(j.unmatched)
 	for _, b := range j.bad {
 		pos := j.name + ":" + strconv.Itoa(b.no)
 		if s.Strict {
@@ -253,9 +260,13 @@ func (j *fileJob) decode() {
 		var derr *DecodeError
 		if l.size > 0 {
 			derr = tooLargeError(l.size)
-		} else if err := Decode(l.b, &evs[n]); err != nil {
-			// Decode returns only *DecodeError. (errors.As would make derr
-			// escape: one allocation per line.)
+		} else if err := j.decodeLine(l.b, &evs[n]); err != nil {
+			if errors.Is(err, ErrUnmatched) {
+				j.unmatched++
+				continue
+			}
+			// Decoders return only *DecodeError otherwise. (errors.As would
+			// make derr escape: one allocation per line.)
 			var ok bool
 			if derr, ok = err.(*DecodeError); !ok {
 				derr = &DecodeError{Reason: ReasonNotJSON, Msg: err.Error()}
@@ -269,6 +280,15 @@ func (j *fileJob) decode() {
 	}
 	j.events = evs[:n]
 	j.lines = nil
+}
+
+// decodeLine decodes with the job's decoder, calling the native one
+// directly so that the default format pays for no indirect call.
+func (j *fileJob) decodeLine(b []byte, ev *shopguard.Event) error {
+	if j.dec == nil {
+		return Decode(b, ev)
+	}
+	return j.dec(b, ev)
 }
 
 // fileReader splits the input into lines and jobs. It runs in one
@@ -476,7 +496,7 @@ func (r *fileReader) addLine(ctx context.Context, name string, no int, line []by
 // reports false when ctx is done.
 func (r *fileReader) add(ctx context.Context, name string, l fileLine) bool {
 	if r.cur == nil {
-		r.cur = &fileJob{name: name, lines: make([]fileLine, 0, r.batch), received: time.Now()}
+		r.cur = &fileJob{name: name, lines: make([]fileLine, 0, r.batch), received: time.Now(), dec: r.src.Decode}
 	}
 	r.cur.lines = append(r.cur.lines, l)
 	if len(r.cur.lines) >= r.batch {

@@ -16,15 +16,18 @@ import (
 type Metrics struct {
 	events  []prometheus.Counter // indexed by shopguard.Action
 	invalid [numReasons]prometheus.Counter
+	unmatch prometheus.Counter
 
 	// Plain totals for Stats, kept beside the counters so that a summary
 	// does not have to gather the registry.
 	nEvents  atomic.Int64
 	nInvalid [numReasons]atomic.Int64
+	nUnmatch atomic.Int64
 }
 
-// NewMetrics registers, on reg, shopguard_events_total{action} and
-// shopguard_events_invalid_total{reason}, with every series pre-created at
+// NewMetrics registers, on reg, shopguard_events_total{action},
+// shopguard_events_invalid_total{reason} and
+// shopguard_events_unmatched_total, with every series pre-created at
 // zero. A nil reg creates unregistered metrics.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
@@ -36,7 +39,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "shopguard_events_invalid_total",
 		Help: "Input lines or messages rejected as invalid events and skipped, by reason.",
 	}, []string{"reason"})
-	m := &Metrics{}
+	m := &Metrics{unmatch: f.NewCounter(prometheus.CounterOpts{
+		Name: "shopguard_events_unmatched_total",
+		Help: "Well-formed input lines that describe no audit event (nginx lines no route matches), skipped.",
+	})}
 	for _, a := range shopguard.Actions() {
 		m.events = append(m.events, events.WithLabelValues(a.String()))
 	}
@@ -91,9 +97,19 @@ func (m *Metrics) Invalid(r Reason) {
 	m.nInvalid[r].Add(1)
 }
 
+// Unmatched counts n inputs that matched no route (SPEC §7 nginx).
+func (m *Metrics) Unmatched(n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.unmatch.Add(float64(n))
+	m.nUnmatch.Add(int64(n))
+}
+
 // Stats are plain totals for a summary.
 type Stats struct {
-	Events  int64            // valid events read
+	Events    int64 // valid events read
+	Unmatched int64 // inputs skipped as matching no route
 	Invalid map[string]int64 // rejected inputs by reason label; zero counts omitted
 }
 
@@ -113,6 +129,7 @@ func (m *Metrics) Stats() Stats {
 		return st
 	}
 	st.Events = m.nEvents.Load()
+	st.Unmatched = m.nUnmatch.Load()
 	for _, r := range Reasons() {
 		if n := m.nInvalid[r].Load(); n > 0 {
 			st.Invalid[r.String()] = n

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shopguard/shopguard/alert"
 	"github.com/shopguard/shopguard/detect"
+	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/geoip"
 	"github.com/shopguard/shopguard/ingest/kafka"
 	"github.com/shopguard/shopguard/scaleout"
@@ -34,10 +35,12 @@ type Config struct {
 
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
 
-	GeoIP  geoip.Config  `yaml:"geoip"`
-	Kafka  kafka.Config  `yaml:"kafka"`
-	Detect detect.Config `yaml:"detect"`
-	Sinks  alert.Config  `yaml:"sinks"`
+	// Input chooses the input format (SPEC §7).
+	Input  ingest.InputConfig `yaml:"input"`
+	GeoIP  geoip.Config       `yaml:"geoip"`
+	Kafka  kafka.Config       `yaml:"kafka"`
+	Detect detect.Config      `yaml:"detect"`
+	Sinks  alert.Config       `yaml:"sinks"`
 	// ScaleOut runs `shopguard run` as one of N instances (docs/scaling.md).
 	ScaleOut scaleout.Config `yaml:"scale_out"`
 }
@@ -48,6 +51,7 @@ func defaultConfig() Config {
 		Listen:     "127.0.0.1:9464",
 		LogLevel:   "info",
 		GeoIP:      geoip.DefaultConfig,
+		Input:      ingest.DefaultInputConfig,
 		Checkpoint: DefaultCheckpointConfig,
 		Kafka:      kafka.DefaultConfig,
 		Detect:     cloneDetect(detect.DefaultConfig),
@@ -195,6 +199,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log_level: %w", err))
 	}
 	if err := c.Checkpoint.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Input.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.GeoIP.Validate(); err != nil {

@@ -43,6 +43,7 @@ flags:
 
 type replayFlags struct {
 	config, geoip, out, deadLetter, logLevel string
+	format                                   string
 	strict                                   bool
 	workers                                  int
 	brokers, topic, since, until             string
@@ -55,6 +56,7 @@ func runReplay(ctx context.Context, e env, args []string) int {
 	fs.StringVar(&f.config, "config", "", "YAML configuration `file` (thresholds, allowlist, geoip); defaults when absent")
 	fs.StringVar(&f.geoip, "geoip", "", "MaxMind City database `path` (GeoLite2-City.mmdb), or \"demo\" for the built-in demo world; overrides geoip.path")
 	fs.StringVar(&f.out, "out", "-", "write findings as JSONL to this `file` (- is standard output)")
+	fs.StringVar(&f.format, "format", "", "input `format`: shopguard, ecs, ocsf, nginx or mapping (overrides input.format)")
 	fs.BoolVar(&f.strict, "strict", false, "stop at the first bad line with exit status 1, naming it")
 	fs.StringVar(&f.deadLetter, "dead-letter", "", "append rejected lines with their reason to this JSONL `file`")
 	fs.IntVar(&f.workers, "workers", 0, "parallel decoders (0: one per CPU)")
@@ -91,6 +93,17 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		}
 		cfg.LogLevel = f.logLevel
 	}
+	if f.format != "" {
+		cfg.Input.Format = f.format
+	}
+	decode, err := ingest.NewDecoder(cfg.Input)
+	if err != nil {
+		if f.format != "" {
+			return usageError(e, "replay", "--format: %v", err)
+		}
+		fmt.Fprintln(e.stderr, "shopguard replay: config:", err)
+		return exitUsage
+	}
 	log := newLogger(e.stderr, cfg.LogLevel)
 	reg := prometheus.NewRegistry()
 
@@ -114,7 +127,7 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		src = rs
 	} else {
 		src = &ingest.FileSource{Paths: files, Stdin: e.stdin, Strict: f.strict, Workers: f.workers,
-			Rejects: rejects, Metrics: im, Logger: log}
+			Rejects: rejects, Metrics: im, Logger: log, Decode: decode}
 	}
 
 	loc, closeGeo, err := openGeoIP(cfg.GeoIP, reg, log)
@@ -254,9 +267,13 @@ func summary(w io.Writer, st ingest.Stats, c *countingSink, elapsed time.Duratio
 	}
 	total := st.Events + invalid
 	rate := float64(total) / max(elapsed.Seconds(), 1e-9)
+	total += st.Unmatched
 	fmt.Fprintf(w, "events: %d read, %d valid, %d invalid", total, st.Events, invalid)
 	if len(reasons) > 0 {
 		fmt.Fprintf(w, " (%s)", strings.Join(reasons, ", "))
+	}
+	if st.Unmatched > 0 {
+		fmt.Fprintf(w, ", %d unmatched (skipped)", st.Unmatched)
 	}
 	fmt.Fprintf(w, "\ntime: %s, %.0f events/s\n", elapsed.Round(time.Millisecond), rate)
 	c.mu.Lock()
