@@ -108,9 +108,9 @@ func (m *Metrics) Unmatched(n int) {
 
 // Stats are plain totals for a summary.
 type Stats struct {
-	Events    int64 // valid events read
-	Unmatched int64 // inputs skipped as matching no route
-	Invalid map[string]int64 // rejected inputs by reason label; zero counts omitted
+	Events    int64            // valid events read
+	Unmatched int64            // inputs skipped as matching no route
+	Invalid   map[string]int64 // rejected inputs by reason label; zero counts omitted
 }
 
 // InvalidTotal returns the number of rejected inputs over all reasons.

@@ -39,11 +39,11 @@ type nginxDecoder struct {
 	prefix string
 	toks   []nginxToken
 	// slots of the values read; -1 when not in the format or not mapped.
-	request, method, uri, status int
+	request, method, uri, status                                      int
 	time, ip, shop, actor, ua, session, reason, resource, id, records int
-	timeVar                                                          string
-	names                                                            []string // variable of each slot, for errors
-	routes                                                           []nginxRoute
+	timeVar                                                           string
+	names                                                             []string // variable of each slot, for errors
+	routes                                                            []nginxRoute
 }
 
 // nginxFields are the event fields input.nginx.fields may map.
