@@ -11,8 +11,25 @@ import (
 // a.b.c matches nested objects ({"a":{"b":{"c":…}}}) and flattened dotted
 // keys ({"a.b.c":…} or {"a":{"b.c":…}}), as Elasticsearch accepts both.
 type pathNode struct {
-	slot     int // the value's slot, or -1
-	children map[string]*pathNode
+	slot int // the value's slot, or -1
+	// children are few (a dozen at the root of an ECS document): a linear
+	// scan comparing lengths first beats hashing every key of the document.
+	children []pathChild
+}
+
+type pathChild struct {
+	key  string
+	node *pathNode
+}
+
+// child returns the child for key k, or nil.
+func (n *pathNode) child(k []byte) *pathNode {
+	for i := range n.children {
+		if c := &n.children[i]; len(c.key) == len(k) && c.key == string(k) {
+			return c.node
+		}
+	}
+	return nil
 }
 
 // maxSlots bounds the paths of one format; values live on the stack.
@@ -38,13 +55,10 @@ func newJSONPaths(paths ...string) *jsonPaths {
 func (p *jsonPaths) insert(n *pathNode, segs []string, slot int) {
 	for k := 1; k <= len(segs); k++ {
 		key := strings.Join(segs[:k], ".")
-		if n.children == nil {
-			n.children = map[string]*pathNode{}
-		}
-		c := n.children[key]
+		c := n.child([]byte(key))
 		if c == nil {
 			c = &pathNode{slot: -1}
-			n.children[key] = c
+			n.children = append(n.children, pathChild{key, c})
 		}
 		if k == len(segs) {
 			c.slot = slot
@@ -99,11 +113,11 @@ func (p *jsonPaths) object(d *eventDecoder, n *pathNode, vals *[maxSlots]fieldVa
 		var c *pathNode
 		if n.children != nil {
 			if !kesc {
-				c = n.children[string(d.data[ks:ke])]
+				c = n.child(d.data[ks:ke])
 			} else {
 				var buf [64]byte
 				if k, ok := unquoteBounded(buf[:0], d.data[ks:ke], len(buf)); ok {
-					c = n.children[string(k)]
+					c = n.child(k)
 				}
 			}
 		}

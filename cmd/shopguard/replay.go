@@ -265,9 +265,8 @@ func summary(w io.Writer, st ingest.Stats, c *countingSink, elapsed time.Duratio
 			reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
 		}
 	}
-	total := st.Events + invalid
+	total := st.Events + invalid + st.Unmatched
 	rate := float64(total) / max(elapsed.Seconds(), 1e-9)
-	total += st.Unmatched
 	fmt.Fprintf(w, "events: %d read, %d valid, %d invalid", total, st.Events, invalid)
 	if len(reasons) > 0 {
 		fmt.Fprintf(w, " (%s)", strings.Join(reasons, ", "))
