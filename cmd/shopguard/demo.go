@@ -54,6 +54,8 @@ func runDemo(ctx context.Context, e env, args []string) int {
 	fs.Int64Var(&seed, "seed", 1, "generator seed")
 	fs.StringVar(&alertmanagers, "alertmanager", "", "also send findings to these comma-separated Alertmanager `URLs`")
 	fs.StringVar(&labels, "labels", "", "on exit, write the ground truth of the generated attacks to this `file`")
+	var format string
+	fs.StringVar(&format, "format", "", "input `format` of the audit topic: shopguard, ecs, ocsf, nginx or mapping (overrides input.format; other than shopguard needs --generate=false)")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
 	}
@@ -64,6 +66,12 @@ func runDemo(ctx context.Context, e env, args []string) int {
 	if err != nil {
 		fmt.Fprintln(e.stderr, "shopguard demo:", err)
 		return exitUsage
+	}
+	if code := applyFormat(e, "demo", &cfg, format); code >= 0 {
+		return code
+	}
+	if gen && cfg.Input.Format != "" && cfg.Input.Format != "shopguard" {
+		return usageError(e, "demo", "--format %s: the generator writes the native format; add --generate=false and produce %s yourself", cfg.Input.Format, cfg.Input.Format)
 	}
 	// The embedded broker stands in for kafka.brokers; the rest of the
 	// kafka section (topic names above all) is the user's and is checked

@@ -17,6 +17,7 @@ import (
 
 	"github.com/shopguard/shopguard"
 	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/kafkatest"
 )
 
 var writeExamples = flag.Bool("write-examples", false, "rewrite the samples of examples/<format>/ from detect/testdata/leaked-list-chain")
@@ -206,4 +207,38 @@ func TestFormatConfigErrors(t *testing.T) {
 	code, _, errs = e2eMain(t, "", "replay", "--format", "nginx", events)
 	require.Equal(t, 2, code)
 	require.Contains(t, errs, "input.nginx.log_format: is required")
+}
+
+// TestFormatKafkaRange replays the chain from a Kafka topic in the nginx
+// and ECS formats: the range source decodes with the configured format,
+// counts the unmatched line and gives the native findings.
+func TestFormatKafkaRange(t *testing.T) {
+	native := filepath.Join("..", "..", "detect", "testdata", "leaked-list-chain", "events.jsonl")
+	want := e2eReplay(t, native)
+	evs := readNative(t, native)
+	for _, name := range []string{"nginx", "ecs"} {
+		t.Run(name, func(t *testing.T) {
+			topic := "audit-" + name
+			c := kafkatest.New(t, map[string]int32{topic: 1})
+			var lines []string
+			for _, ev := range evs {
+				lines = append(lines, formatWriters[name].write(ev))
+			}
+			if name == "nginx" {
+				lines = append(lines[:10:10], append([]string{`10.0.0.9 - - [07/Jan/2026:18:00:00 +0900] "GET /favicon.ico HTTP/1.1" 200 10 "-" "Mozilla/5.0" shop=benign-0 admin=- rows=- why=-`}, lines[10:]...)...)
+			}
+			c.ProduceLines(t, topic, 1, lines...)
+			out := filepath.Join(t.TempDir(), "findings.jsonl")
+			code, _, errs := e2eMain(t, "", "replay", "--geoip", "demo", "--format", name,
+				"--config", filepath.Join("..", "..", "examples", name, "shopguard.yml"), "--out", out,
+				"--brokers", c.Addrs()[0], "--topic", topic, "--since", "2026-01-01T00:00:00Z", "--until", "2027-01-01T00:00:00Z")
+			require.Equal(t, 0, code, errs)
+			require.Contains(t, errs, fmt.Sprintf("%d valid, 0 invalid", len(evs)))
+			if name == "nginx" {
+				require.Contains(t, errs, "1 unmatched (skipped)")
+			}
+			got := e2eFindingsFile(t, out)
+			require.Equal(t, e2eIDs(want), e2eIDs(got))
+		})
+	}
 }

@@ -130,8 +130,12 @@ func (l *live) serve(ctx context.Context) error {
 	}
 	defer p.close()
 	sinks, im, km, rejects := p.sinks, p.im, p.km, p.rejects
+	decode, err := ingest.NewDecoder(cfg.Input)
+	if err != nil {
+		return err
+	}
 	srcOpts := kafka.SourceOptions{Metrics: im, Kafka: km, Rejects: rejects, Logger: l.log,
-		CommitOnFlush: ck != nil, Processed: processed}
+		CommitOnFlush: ck != nil, Processed: processed, Decode: decode}
 	var joined atomic.Pointer[kafka.Source] // for /readyz: nil until the source exists
 
 	ready := func() error {

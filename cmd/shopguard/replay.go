@@ -120,7 +120,7 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		rejects.DeadLetter = dl
 	}
 	if f.brokers != "" {
-		rs, code := kafkaRangeSource(e, cfg, f, rejects, log)
+		rs, code := kafkaRangeSource(e, cfg, f, rejects, log, decode)
 		if code >= 0 {
 			return code
 		}
@@ -292,7 +292,7 @@ func summary(w io.Writer, st ingest.Stats, c *countingSink, elapsed time.Duratio
 
 // kafkaRangeSource builds the source of `replay --brokers`: every partition
 // of the topic from --since to --until, without joining the group.
-func kafkaRangeSource(e env, cfg Config, f replayFlags, rejects *ingest.Rejects, log *slog.Logger) (shopguard.Source, int) {
+func kafkaRangeSource(e env, cfg Config, f replayFlags, rejects *ingest.Rejects, log *slog.Logger, decode ingest.DecodeFunc) (shopguard.Source, int) {
 	if f.since == "" || f.until == "" {
 		return nil, usageError(e, "replay", "--brokers needs --since and --until")
 	}
@@ -310,7 +310,7 @@ func kafkaRangeSource(e env, cfg Config, f replayFlags, rejects *ingest.Rejects,
 		kc.Topic = f.topic
 	}
 	src, err := kafka.NewRangeSource(kc, kafka.Range{Since: since, Until: until, Strict: f.strict},
-		kafka.SourceOptions{Metrics: rejects.Metrics, Rejects: rejects, Logger: log})
+		kafka.SourceOptions{Metrics: rejects.Metrics, Rejects: rejects, Logger: log, Decode: decode})
 	if err != nil {
 		return nil, usageError(e, "replay", "%v", err)
 	}

@@ -28,6 +28,8 @@ func runRun(ctx context.Context, e env, args []string) int {
 	fs.StringVar(&brokers, "brokers", "", "comma-separated Kafka `brokers` (overrides kafka.brokers)")
 	fs.StringVar(&geoip, "geoip", "", "MaxMind City database `path` (overrides geoip.path)")
 	fs.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides log_level)")
+	var format string
+	fs.StringVar(&format, "format", "", "input `format`: shopguard, ecs, ocsf, nginx or mapping (overrides input.format)")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
 	}
@@ -38,6 +40,9 @@ func runRun(ctx context.Context, e env, args []string) int {
 	if err != nil {
 		fmt.Fprintln(e.stderr, "shopguard run:", err)
 		return exitUsage
+	}
+	if code := applyFormat(e, "run", &cfg, format); code >= 0 {
+		return code
 	}
 	if listen != "" {
 		cfg.Listen = listen
@@ -59,4 +64,18 @@ func runRun(ctx context.Context, e env, args []string) int {
 		return exitCode(e, "run", l.serveScaleOut(ctx))
 	}
 	return exitCode(e, "run", l.serve(ctx))
+}
+
+// applyFormat sets input.format from --format, when given, and checks the
+// input section with it: a usage error (exit 2) names the flag or the key.
+// It returns -1 when the configuration is usable.
+func applyFormat(e env, cmd string, cfg *Config, format string) int {
+	if format == "" {
+		return -1
+	}
+	cfg.Input.Format = format
+	if err := cfg.Input.Validate(); err != nil {
+		return usageError(e, cmd, "--format: %v", err)
+	}
+	return -1
 }

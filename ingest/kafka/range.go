@@ -352,7 +352,10 @@ func (s *RangeSource) read(ctx context.Context, st *rangeStream) {
 		}
 		chunk = append(chunk, rangeItem{off: m.Offset})
 		it := &chunk[len(chunk)-1]
-		if err := ingest.Decode(m.Value, &it.ev); err != nil {
+		if err := s.opts.decode(m.Value, &it.ev); errors.Is(err, ingest.ErrUnmatched) {
+			chunk = chunk[:len(chunk)-1]
+			s.opts.Metrics.Unmatched(1)
+		} else if err != nil {
 			if !errors.As(err, &it.derr) {
 				it.derr = &ingest.DecodeError{Reason: ingest.ReasonNotJSON, Msg: err.Error()}
 			}

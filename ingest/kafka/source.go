@@ -40,6 +40,19 @@ type SourceOptions struct {
 	// Messages before it that the group delivers again are acknowledged
 	// without being processed a second time.
 	Processed map[int]int64
+	// Decode decodes each message value (ingest.NewDecoder, SPEC §7); nil
+	// is the native format. Messages it reports as ingest.ErrUnmatched are
+	// counted in Metrics, skipped and committed with their batch.
+	Decode ingest.DecodeFunc
+}
+
+// decode decodes v with the configured decoder, calling the native one
+// directly when none is set.
+func (o *SourceOptions) decode(v []byte, ev *shopguard.Event) error {
+	if o.Decode == nil {
+		return ingest.Decode(v, ev)
+	}
+	return o.Decode(v, ev)
 }
 
 func (o *SourceOptions) fill() {
@@ -318,8 +331,12 @@ func (s *Source) collect(ctx context.Context, first kafkago.Message) (b shopguar
 		s.delivered[m.Partition] = m.Offset
 		b.Events = append(b.Events, shopguard.Event{})
 		ev := &b.Events[len(b.Events)-1]
-		if err := ingest.Decode(m.Value, ev); err != nil {
+		if err := s.opts.decode(m.Value, ev); err != nil {
 			b.Events = b.Events[:len(b.Events)-1]
+			if errors.Is(err, ingest.ErrUnmatched) {
+				s.opts.Metrics.Unmatched(1)
+				return
+			}
 			s.reject(ctx, m, err)
 		}
 	}
