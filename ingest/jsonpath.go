@@ -358,11 +358,3 @@ func (j docView) fillCommon(ev *shopguard.Event, shop, actor, ip, ua, sess, reas
 	}
 	return nil
 }
-
-// slotName returns the name of slot i, or "" when unmapped.
-func (p *jsonPaths) slotName(i int) string {
-	if i < 0 || i >= len(p.names) {
-		return ""
-	}
-	return p.names[i]
-}

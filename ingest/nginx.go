@@ -49,9 +49,9 @@ type nginxDecoder struct {
 // nginxFields are the event fields input.nginx.fields may map.
 var nginxFields = []string{"ip", "time", "shop_id", "actor", "user_agent", "session_id", "reason", "resource", "id", "records"}
 
-// compileNginx validates c and compiles it; acts may be nil when only
-// validating. Every error names its key.
-func compileNginx(c NginxConfig, acts actionTable) (*nginxDecoder, error) {
+// compileNginx validates c and compiles it. Every error names its key.
+// Routes name §1 actions directly, so the action table is not used.
+func compileNginx(c NginxConfig, _ actionTable) (*nginxDecoder, error) {
 	var errs []error
 	n := &nginxDecoder{request: -1, method: -1, uri: -1, status: -1, time: -1, ip: -1, shop: -1,
 		actor: -1, ua: -1, session: -1, reason: -1, resource: -1, id: -1, records: -1}
@@ -233,7 +233,6 @@ func compileNginx(c NginxConfig, acts actionTable) (*nginxDecoder, error) {
 		cr.action = shopguard.ParseAction(r.Action)
 		n.routes = append(n.routes, cr)
 	}
-	_ = acts // routes name §1 actions directly
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
