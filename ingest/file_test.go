@@ -609,6 +609,9 @@ shopguard_events_total{action="orders.export"} 0
 shopguard_events_total{action="other"} 1
 shopguard_events_total{action="password.change"} 0
 shopguard_events_total{action="password.reset"} 0
+# HELP shopguard_events_unmatched_total Well-formed input lines that describe no audit event (nginx lines no route matches), skipped.
+# TYPE shopguard_events_unmatched_total counter
+shopguard_events_unmatched_total 0
 `)))
 	st := m.Stats()
 	require.Equal(t, Stats{Events: 5, Invalid: map[string]int64{"missing_field": 1, "not_json": 2}}, st)

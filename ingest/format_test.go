@@ -259,3 +259,26 @@ func TestFormatDecodeAllocs(t *testing.T) {
 		require.Zero(t, testing.AllocsPerRun(100, func() { _ = dec(b, &ev) }), name)
 	}
 }
+
+// TestFileSourceFormat reads an nginx log through FileSource: events in
+// order, the unmatched line counted and skipped (in Strict mode too), the
+// bad line rejected with its file:line.
+func TestFileSourceFormat(t *testing.T) {
+	dec := mustDecoder(t, InputConfig{Format: FormatNginx, Nginx: testNginx})
+	ok := `10.0.0.1 - - [07/Jan/2026:09:00:01 +0000] "POST /admin/login HTTP/1.1" 302 0 "-" "ua" shop=s admin=a rows=- sid=-`
+	miss := `10.0.0.1 - - [07/Jan/2026:09:00:01 +0000] "GET /assets/x.js HTTP/1.1" 200 0 "-" "ua" shop=s admin=- rows=- sid=-`
+	bad := `10.0.0.1 - - [07/Jan/2026:09:00:01 +0000] "POST /admin/login HTTP/1.1" 302 0 "-" "ua" shop=s admin=- rows=- sid=-`
+	p := writeFile(t, t.TempDir(), "access.log", []byte(ok+"\n"+miss+"\n"+bad+"\n"+ok+"\n"))
+	m := NewMetrics(nil)
+	bs, err := run(t, &FileSource{Paths: []string{p}, Metrics: m, Rejects: &Rejects{Metrics: m}, Decode: dec})
+	require.NoError(t, err)
+	require.Len(t, bs, 1)
+	require.Len(t, bs[0].Events, 2)
+	require.Equal(t, shopguard.ActionLoginSuccess, bs[0].Events[1].Action)
+	require.Equal(t, Stats{Events: 2, Unmatched: 1, Invalid: map[string]int64{"missing_field": 1}}, m.Stats())
+
+	m = NewMetrics(nil)
+	_, err = run(t, &FileSource{Paths: []string{p}, Metrics: m, Strict: true, Decode: dec})
+	require.ErrorContains(t, err, "access.log:3: missing_field")
+	require.Equal(t, int64(1), m.Stats().Unmatched)
+}
