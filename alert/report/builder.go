@@ -117,12 +117,12 @@ type Builder struct {
 	mark  int64 // newest event time seen
 	flush bool  // a source was tracked since the ring was last scanned
 
-	findings map[string]*node      // finding id → node
+	findings map[string]*node       // finding id → node
 	sources  map[netip.Prefix]*node // tracked sources (address or block)
-	named    map[string]*node      // ASNs and waves
-	bits4    map[int]int           // prefix lengths in sources, IPv4
-	bits6    map[int]int           // and IPv6
-	accounts map[string]*acctTrack // accounts with findings, for AccountHorizon
+	named    map[string]*node       // ASNs and waves
+	bits4    map[int]int            // prefix lengths in sources, IPv4
+	bits6    map[int]int            // and IPv6
+	accounts map[string]*acctTrack  // accounts with findings, for AccountHorizon
 }
 
 // acctTrack attributes an account's own activity after a finding.

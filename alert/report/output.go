@@ -344,6 +344,9 @@ func (r *Report) WriteDir(dir string) error {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
 		err = f.write(tmp)
+		if err == nil {
+			err = tmp.Chmod(0o644)
+		}
 		if cerr := tmp.Close(); err == nil {
 			err = cerr
 		}
