@@ -40,6 +40,7 @@ type rec struct {
 	ip   netip.Addr
 	acct string // shop_id + "\x00" + actor, one allocation
 	recs int64  // exported records
+	act  shopguard.Action
 	kind uint8
 	done bool // already attributed to an incident
 }
@@ -174,7 +175,7 @@ func (b *Builder) Observe(ev *shopguard.Event, fs []shopguard.Finding) {
 	for i := range fs {
 		b.Finding(&fs[i], ev)
 	}
-	r := rec{t: t, ip: ev.IP.Unmap(), kind: kind, recs: ev.Records, acct: acctKey(ev.ShopID, ev.Actor)}
+	r := rec{t: t, ip: ev.IP.Unmap(), kind: kind, act: ev.Action, recs: ev.Records, acct: acctKey(ev.ShopID, ev.Actor)}
 	if len(b.sources) > 0 || len(b.accounts) > 0 {
 		r.done = b.attribute(&r)
 	}

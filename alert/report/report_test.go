@@ -17,6 +17,13 @@ import (
 	"github.com/shopguard/shopguard"
 )
 
+// observer is what scenario feeds: a Builder or a Live.
+type observer interface {
+	Observe(ev *shopguard.Event, fs []shopguard.Finding)
+}
+
+func (f *liveFeed) Observe(ev *shopguard.Event, fs []shopguard.Finding) { f.l.Observe(ev, fs) }
+
 var t0 = time.Date(2026, 1, 7, 9, 0, 0, 0, time.UTC)
 
 func ev(sec int, action shopguard.Action, shop, actor, ip string) shopguard.Event {
@@ -29,7 +36,7 @@ func ev(sec int, action shopguard.Action, shop, actor, ip string) shopguard.Even
 // brute force on another account from elsewhere is a second incident; a
 // takeover caused by the stuffing finding from a new address joins the
 // first through cause_id.
-func scenario(b *Builder, hostile string) {
+func scenario(b observer, hostile string) {
 	const atk = "45.95.147.9"
 	for i := range 30 {
 		e := ev(i, shopguard.ActionLoginFailure, "shop-1", fmt.Sprintf("user%02d", i), atk)
