@@ -30,6 +30,14 @@ var (
 // incident.
 const MaxTableRows = 2000
 
+// MaxDetailed is how many incidents a page shows in detail (chart,
+// sources, findings): the most damaging first. MaxListed caps the incident
+// list. incidents.json has them all.
+const (
+	MaxDetailed = 25
+	MaxListed   = 300
+)
+
 // PageOptions adjusts a page for where it is shown.
 type PageOptions struct {
 	// CSVHref links the full accounts.csv ("accounts.csv" next to
@@ -141,26 +149,48 @@ func (r *Report) WriteHTML(w io.Writer, opt PageOptions) error {
 		Places    []placeRow
 		MoreFinds int
 	}
-	var incs []incView
 	var rows []AccountRow
 	total := 0
-	for _, in := range r.Incidents {
-		v := incView{Incident: in, Places: places(in.Sources)}
-		if len(v.Findings) > 50 {
-			v.MoreFinds = len(v.Findings) - 50
-			v.Findings = v.Findings[:50]
-		}
-		incs = append(incs, v)
+	order := make([]int, len(r.Incidents))
+	for i, in := range r.Incidents {
+		order[i] = i
 		total += len(in.Accounts)
 		rows = append(rows, in.Accounts...)
 	}
 	sortAccounts(rows)
+	// The most damaging incidents first: taken-over accounts, then
+	// accounts touched, then findings.
+	sort.SliceStable(order, func(i, j int) bool {
+		x, y := &r.Incidents[order[i]], &r.Incidents[order[j]]
+		if x.Compromised != y.Compromised {
+			return x.Compromised > y.Compromised
+		}
+		if len(x.Accounts) != len(y.Accounts) {
+			return len(x.Accounts) > len(y.Accounts)
+		}
+		return x.FindingCount > y.FindingCount
+	})
+	var incs, detailed []incView
+	for k, i := range order[:min(len(order), MaxListed)] {
+		in := r.Incidents[i]
+		v := incView{Incident: in}
+		if k < MaxDetailed {
+			v.Places = places(in.Sources)
+			if len(v.Findings) > 50 {
+				v.MoreFinds = len(v.Findings) - 50
+				v.Findings = v.Findings[:50]
+			}
+			detailed = append(detailed, v)
+		}
+		incs = append(incs, v)
+	}
 	title := opt.Title
 	if title == "" {
 		title = "shopguard incident report"
 	}
 	return page.Execute(w, map[string]any{
-		"Title": title, "R": r, "Incidents": incs, "Rows": rows[:min(len(rows), MaxTableRows)],
+		"Title": title, "R": r, "Incidents": incs, "Detailed": detailed, "MoreListed": len(r.Incidents) - len(incs),
+		"MoreDetailed": len(r.Incidents) - len(detailed), "MaxDetailed": MaxDetailed, "Rows": rows[:min(len(rows), MaxTableRows)],
 		"TotalRows": total, "Capped": total > MaxTableRows, "Max": MaxTableRows, "Opt": opt,
 		"UPlotJS": template.JS(uplotJS), "UPlotCSS": template.CSS(uplotCSS), "License": uplotLicense,
 	})

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bufio"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -93,7 +94,7 @@ type Point struct {
 }
 
 // maxTimelinePoints bounds each incident's chart.
-const maxTimelinePoints = 240
+const maxTimelinePoints = 150
 
 // Report returns the incidents built so far. now stamps it.
 func (b *Builder) Report(now time.Time) *Report {
@@ -279,7 +280,9 @@ var CSVHeader = []string{"shop_id", "actor", "incident", "first_attack_time", "l
 
 // WriteCSV writes accounts.csv: one row per account per incident.
 func (r *Report) WriteCSV(w io.Writer) error {
-	cw := csv.NewWriter(w)
+	bw := bufio.NewWriterSize(w, 1<<16)
+	defer bw.Flush()
+	cw := csv.NewWriter(bw)
 	if err := cw.Write(CSVHeader); err != nil {
 		return err
 	}
@@ -316,11 +319,31 @@ func rfc(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-// WriteJSON writes incidents.json.
+// WriteJSON writes incidents.json: the Report as one JSON object, encoded
+// one incident at a time so that a large report is never held twice in
+// memory.
 func (r *Report) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", " ")
-	return enc.Encode(r)
+	bw := bufio.NewWriterSize(w, 1<<16)
+	head, err := json.Marshal(struct {
+		Generated time.Time `json:"generated"`
+		Summary   Summary   `json:"summary"`
+	}{r.Generated, r.Summary})
+	if err != nil {
+		return err
+	}
+	bw.Write(head[:len(head)-1])
+	bw.WriteString(`,"incidents":[`)
+	enc := json.NewEncoder(bw)
+	for i := range r.Incidents {
+		if i > 0 {
+			bw.WriteString(",")
+		}
+		if err := enc.Encode(&r.Incidents[i]); err != nil {
+			return err
+		}
+	}
+	bw.WriteString("]}\n")
+	return bw.Flush()
 }
 
 // WriteDir writes report.html, accounts.csv and incidents.json into dir,
