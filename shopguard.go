@@ -185,6 +185,10 @@ type Evidence struct {
 	CauseID   string `json:"cause_id,omitempty"`   // id of the finding it follows, if any
 	CauseRule string `json:"cause_rule,omitempty"` // rule of that finding
 	Records   int64  `json:"records,omitempty"`    // records of the triggering export
+
+	// WaveID is shared by every finding of one stuffing_wave and by the
+	// account_takeover findings it leads to (SPEC §3.2).
+	WaveID string `json:"wave_id,omitempty"`
 }
 
 // Login is one located login, as impossible_travel evidence.

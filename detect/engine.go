@@ -108,6 +108,7 @@ type Engine struct {
 	mark     int64 // newest event time seen (unix ns): the watermark
 
 	afterBatch func()
+	watch      func(ev *shopguard.Event, fs []shopguard.Finding)
 	snapHint   int // buffer size for the next Snapshot: the last one's, plus room
 
 	// Per-event memo, so the rules share one lookup.
@@ -132,6 +133,13 @@ func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.log = l } }
 // goroutine that runs the engine: the place to take a checkpoint
 // (Snapshot) that matches the acknowledged offsets exactly.
 func WithAfterBatch(fn func()) Option { return func(e *Engine) { e.afterBatch = fn } }
+
+// WithWatcher sets a function Run calls for every event, in order, with the
+// findings the event raised (often none), from the goroutine that runs the
+// engine: the feed of the incident report. fn must not retain ev or fs.
+func WithWatcher(fn func(ev *shopguard.Event, fs []shopguard.Finding)) Option {
+	return func(e *Engine) { e.watch = fn }
+}
 
 // WithClock sets the wall clock used for lag and latency metrics only;
 // detection never reads it.
@@ -309,7 +317,11 @@ func (e *Engine) Run(ctx context.Context, in <-chan shopguard.Batch, sink shopgu
 	for b := range in {
 		fs = fs[:0]
 		for i := range b.Events {
+			n := len(fs)
 			fs = e.Process(fs, &b.Events[i])
+			if e.watch != nil {
+				e.watch(&b.Events[i], fs[n:])
+			}
 		}
 		if len(fs) > 0 {
 			if err := sink.Send(ctx, fs...); err != nil {

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -34,6 +36,8 @@ type Config struct {
 	WebConfigFile string `yaml:"web_config_file"`
 
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
+	// HTTP configures the live incident pages on the HTTP listener.
+	HTTP HTTPConfig `yaml:"http"`
 
 	// Input chooses the input format (SPEC §7).
 	Input  ingest.InputConfig `yaml:"input"`
@@ -53,6 +57,7 @@ func defaultConfig() Config {
 		GeoIP:      geoip.DefaultConfig,
 		Input:      ingest.DefaultInputConfig,
 		Checkpoint: DefaultCheckpointConfig,
+		HTTP:       DefaultHTTPConfig,
 		Kafka:      kafka.DefaultConfig,
 		Detect:     cloneDetect(detect.DefaultConfig),
 		ScaleOut:   scaleout.DefaultConfig,
@@ -204,6 +209,9 @@ func (c Config) Validate() error {
 	if err := c.Input.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.HTTP.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.GeoIP.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -234,4 +242,45 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// HTTPConfig configures the live incident pages (/incidents,
+// /findings/{id}) that run and demo serve beside /metrics.
+type HTTPConfig struct {
+	// ExternalURL is where people reach this listener, e.g.
+	// https://shopguard.example:9464; with it, Alertmanager alerts link
+	// their finding's page (generatorURL).
+	ExternalURL string `yaml:"external_url,omitempty"`
+	// IncidentsWindow is how long an incident stays on /incidents after
+	// its last finding, in event time.
+	IncidentsWindow time.Duration `yaml:"incidents_window"`
+	// IncidentsMaxFindings caps the findings the pages hold in memory; the
+	// oldest incidents are forgotten first.
+	IncidentsMaxFindings int `yaml:"incidents_max_findings"`
+}
+
+// DefaultHTTPConfig is the http section unless configured.
+var DefaultHTTPConfig = HTTPConfig{IncidentsWindow: 24 * time.Hour, IncidentsMaxFindings: 10_000}
+
+// Validate reports every problem, naming its key.
+func (c HTTPConfig) Validate() error {
+	var errs []error
+	if c.ExternalURL != "" {
+		if u, err := url.Parse(c.ExternalURL); err != nil || !u.IsAbs() || (u.Scheme != "http" && u.Scheme != "https") {
+			errs = append(errs, fmt.Errorf("http.external_url: %q is not an absolute http(s) URL", c.ExternalURL))
+		}
+	}
+	if c.IncidentsWindow <= 0 {
+		errs = append(errs, fmt.Errorf("http.incidents_window: %s is not positive", c.IncidentsWindow))
+	}
+	if c.IncidentsMaxFindings <= 0 {
+		errs = append(errs, fmt.Errorf("http.incidents_max_findings: %d is not positive", c.IncidentsMaxFindings))
+	}
+	return errors.Join(errs...)
+}
+
+// generatorURL is the Alertmanager generatorURL template for external: the
+// finding's page, "{id}" standing for its path-escaped id.
+func generatorURL(external string) string {
+	return strings.TrimRight(external, "/") + "/findings/{id}"
 }

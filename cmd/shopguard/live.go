@@ -20,6 +20,7 @@ import (
 
 	"github.com/shopguard/shopguard"
 	"github.com/shopguard/shopguard/alert"
+	"github.com/shopguard/shopguard/alert/report"
 	"github.com/shopguard/shopguard/detect"
 	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/kafka"
@@ -41,6 +42,8 @@ type live struct {
 	// read addr then).
 	ready chan struct{}
 	addr  string
+	// incidents is the live incident view behind /incidents.
+	incidents *report.Live
 }
 
 // newRegistry returns a registry with the standard collectors and build
@@ -102,6 +105,8 @@ func (l *live) serve(ctx context.Context) error {
 			}
 		}))
 	}
+	l.incidents = report.NewLive(report.LiveConfig{Window: cfg.HTTP.IncidentsWindow, MaxFindings: cfg.HTTP.IncidentsMaxFindings}, loc)
+	extra = append(extra, detect.WithWatcher(l.incidents.Observe))
 	eng, err := newEngine(cfg.Detect, loc, l.reg, l.log, extra...)
 	if err != nil {
 		return usageErr{err}
@@ -270,6 +275,9 @@ func (l *live) mux(ready func() error) *http.ServeMux {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	if l.incidents != nil {
+		l.incidents.Register(mux)
+	}
 	if l.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -357,6 +365,11 @@ type plumbing struct {
 // plumb builds the configured sinks (the findings topic defaults to the
 // audit topic's brokers) and the dead-letter writer.
 func (l *live) plumb(cfg Config) (*plumbing, error) {
+	if am := cfg.Sinks.Alertmanager; am != nil && am.GeneratorURL == "" && cfg.HTTP.ExternalURL != "" {
+		a := *am
+		a.GeneratorURL = generatorURL(cfg.HTTP.ExternalURL)
+		cfg.Sinks.Alertmanager = &a
+	}
 	if cfg.Sinks.Kafka != nil && len(cfg.Sinks.Kafka.Brokers) == 0 {
 		k := *cfg.Sinks.Kafka
 		k.Brokers = cfg.Kafka.Brokers

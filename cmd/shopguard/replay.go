@@ -19,6 +19,7 @@ import (
 
 	"github.com/shopguard/shopguard"
 	"github.com/shopguard/shopguard/alert"
+	"github.com/shopguard/shopguard/alert/report"
 	"github.com/shopguard/shopguard/detect"
 	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/geodemo"
@@ -44,6 +45,7 @@ flags:
 type replayFlags struct {
 	config, geoip, out, deadLetter, logLevel string
 	format                                   string
+	report                                   string
 	strict                                   bool
 	workers                                  int
 	brokers, topic, since, until             string
@@ -57,6 +59,7 @@ func runReplay(ctx context.Context, e env, args []string) int {
 	fs.StringVar(&f.geoip, "geoip", "", "MaxMind City database `path` (GeoLite2-City.mmdb), or \"demo\" for the built-in demo world; overrides geoip.path")
 	fs.StringVar(&f.out, "out", "-", "write findings as JSONL to this `file` (- is standard output)")
 	fs.StringVar(&f.format, "format", "", "input `format`: shopguard, ecs, ocsf, nginx or mapping (overrides input.format)")
+	fs.StringVar(&f.report, "report", "", "also write an incident report (report.html, accounts.csv, incidents.json) into this `directory`")
 	fs.BoolVar(&f.strict, "strict", false, "stop at the first bad line with exit status 1, naming it")
 	fs.StringVar(&f.deadLetter, "dead-letter", "", "append rejected lines with their reason to this JSONL `file`")
 	fs.IntVar(&f.workers, "workers", 0, "parallel decoders (0: one per CPU)")
@@ -136,7 +139,15 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		return exitRuntime
 	}
 	defer closeGeo()
-	eng, err := newEngine(cfg.Detect, loc, reg, log)
+	var rb *report.Builder
+	var extra []detect.Option
+	if f.report != "" {
+		// The builder runs in the engine goroutine: it sees each event with
+		// the findings it raised, in order, and costs no channel hop.
+		rb = report.New(report.Options{Locator: loc})
+		extra = append(extra, detect.WithWatcher(rb.Observe))
+	}
+	eng, err := newEngine(cfg.Detect, loc, reg, log, extra...)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "shopguard replay:", err)
 		return exitUsage
@@ -160,6 +171,18 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		err = fmt.Errorf("close %s: %w", f.out, cerr)
 	}
 	summary(e.stderr, im.Stats(), counted, elapsed)
+	if err == nil && rb != nil {
+		rstart := time.Now()
+		rep := rb.Report(time.Now())
+		if err = rep.WriteDir(f.report); err == nil {
+			s := rep.Summary
+			fmt.Fprintf(e.stderr, "report: %s (%d incidents, %d accounts tried, %d logged in, %d changed or exported, %d rows exported; written in %s)\n",
+				filepath.Join(f.report, "report.html"), s.Incidents, s.AccountsTried, s.AccountsLoggedIn, s.AccountsChanged, s.RowsExported,
+				time.Since(rstart).Round(time.Millisecond))
+		} else {
+			err = fmt.Errorf("--report: %w", err)
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(e.stderr, "shopguard replay:", err)
 		return exitRuntime

@@ -1,0 +1,653 @@
+// Package report builds incidents out of findings and the events around
+// them (SPEC §8): it groups findings into campaigns by evidence.cause_id
+// chains, shared source (address, block, ASN) and evidence.wave_id, works
+// out every account an incident's sources tried, and writes report.html,
+// accounts.csv and incidents.json.
+//
+// It does not detect anything, read input or deliver findings: it is fed
+// the engine's events and findings, in event order, by cmd/shopguard. It
+// imports only the root package and the standard library.
+package report
+
+import (
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/shopguard/shopguard"
+)
+
+// Options configures a Builder.
+type Options struct {
+	// Locator, if set, places sources (country, city) in the report.
+	Locator shopguard.Locator
+	// Window is how much recent activity (event time) is kept for every
+	// source, so that a source flagged by a finding brings in the
+	// accounts it tried before the finding. Default 1h, the longest window
+	// of the rules that flag a source.
+	Window time.Duration
+	// AccountHorizon is how long after an account's last finding its own
+	// failures (and, once compromised, its changes and exports) still
+	// count towards its incident. Default 24h.
+	AccountHorizon time.Duration
+}
+
+// rec is one event kept in the recent-activity ring: what an incident needs
+// of it, in 48 bytes plus the account name.
+type rec struct {
+	t    int64 // unix ns
+	ip   netip.Addr
+	acct string // shop_id + "\x00" + actor, one allocation
+	recs int64  // exported records
+	act  shopguard.Action
+	kind uint8
+	done bool // already attributed to an incident
+}
+
+const (
+	kindFail uint8 = iota
+	kindSuccess
+	kindChange
+	kindExport
+)
+
+// node is a union-find node: a finding, a source, or a wave.
+type node struct {
+	parent *node
+	size   int
+	inc    *incident // root only
+}
+
+func (n *node) root() *node {
+	for n.parent != nil {
+		if n.parent.parent != nil {
+			n.parent = n.parent.parent
+		}
+		n = n.parent
+	}
+	return n
+}
+
+// incident is the state of one group of findings (kept at the root).
+type incident struct {
+	findings []*shopguard.Finding
+	accounts map[string]*acctStat
+	sources  map[netip.Addr]*srcStat
+	keys     map[string]bool // source keys (addresses, blocks, ASNs) and waves named by findings
+	buckets  map[int64]*bucket
+	first    int64
+	last     int64
+}
+
+type acctStat struct {
+	shop, actor string
+	first, last int64
+	fails       int64
+	successes   int64
+	changes     int64
+	exported    int64
+	compromised bool
+	findings    []string
+}
+
+type srcStat struct {
+	fails, successes, other int64
+	first, last             int64
+}
+
+type bucket struct{ fails, successes, findings int64 }
+
+// bucketNS is the resolution of the stored timeline: one minute.
+const bucketNS = int64(time.Minute)
+
+// maxSourcesPerIncident bounds the addresses an incident lists; events from
+// further addresses still count towards its accounts and timeline.
+const maxSourcesPerIncident = 20000
+
+// maxIDsPerAccount bounds finding_ids per account row.
+const maxIDsPerAccount = 20
+
+// Builder builds incidents from events and findings fed in event order. It
+// is not safe for concurrent use.
+type Builder struct {
+	opt Options
+
+	ring  []rec // recent activity, oldest first from head
+	head  int
+	mark  int64 // newest event time seen
+	flush bool  // a source was tracked since the ring was last scanned
+
+	findings map[string]*node       // finding id → node
+	sources  map[netip.Prefix]*node // tracked sources (address or block)
+	named    map[string]*node       // ASNs and waves
+	bits4    map[int]int            // prefix lengths in sources, IPv4
+	bits6    map[int]int            // and IPv6
+	accounts map[string]*acctTrack  // accounts with findings, for AccountHorizon
+}
+
+// acctTrack attributes an account's own activity after a finding.
+type acctTrack struct {
+	n           *node
+	until       int64
+	compromised bool
+}
+
+// New returns an empty Builder.
+func New(opt Options) *Builder {
+	if opt.Window <= 0 {
+		opt.Window = time.Hour
+	}
+	if opt.AccountHorizon <= 0 {
+		opt.AccountHorizon = 24 * time.Hour
+	}
+	return &Builder{opt: opt,
+		findings: map[string]*node{}, sources: map[netip.Prefix]*node{}, named: map[string]*node{},
+		bits4: map[int]int{}, bits6: map[int]int{}, accounts: map[string]*acctTrack{}}
+}
+
+func acctKey(shop, actor string) string { return shop + "\x00" + actor }
+
+// Observe takes one event and the findings the engine raised for it (fs may
+// be empty). It copies what it keeps: ev's strings may alias a reused
+// buffer.
+func (b *Builder) Observe(ev *shopguard.Event, fs []shopguard.Finding) {
+	var kind uint8
+	switch {
+	case ev.Action == shopguard.ActionLoginFailure:
+		kind = kindFail
+	case ev.Action == shopguard.ActionLoginSuccess:
+		kind = kindSuccess
+	case ev.Action.IsExport():
+		kind = kindExport
+	case sensitive(ev.Action):
+		kind = kindChange
+	default:
+		for i := range fs {
+			b.Finding(&fs[i], nil)
+		}
+		return
+	}
+	t := ev.Time.UnixNano()
+	if t > b.mark {
+		b.mark = t
+	}
+	for i := range fs {
+		b.Finding(&fs[i], ev)
+	}
+	r := rec{t: t, ip: ev.IP.Unmap(), kind: kind, act: ev.Action, recs: ev.Records, acct: acctKey(ev.ShopID, ev.Actor)}
+	if len(b.sources) > 0 || len(b.accounts) > 0 {
+		r.done = b.attribute(&r)
+	}
+	b.ring = append(b.ring, r)
+	b.expire()
+}
+
+// sensitive reports whether a is a sensitive change (SPEC §1). Actions the
+// root package does not know yet arrive as ActionOther and are not counted.
+func sensitive(a shopguard.Action) bool {
+	switch a {
+	case shopguard.ActionPasswordChange, shopguard.ActionPasswordReset, shopguard.ActionMFADisable,
+		shopguard.ActionEmailChange, shopguard.ActionAPIKeyCreate:
+		return true
+	}
+	return sensitiveByName(a.String())
+}
+
+func sensitiveByName(s string) bool {
+	switch s {
+	case "payout.change", "staff.add", "app.install":
+		return true
+	}
+	return false
+}
+
+// expire drops ring entries older than the window, in chunks of a tenth of
+// it, scanning the ring once for sources tracked since the last drop first,
+// so that a source's activity before its finding is attributed.
+func (b *Builder) expire() {
+	win := int64(b.opt.Window)
+	if b.ring[b.head].t >= b.mark-win-win/10 {
+		return
+	}
+	b.scan()
+	i := b.head
+	for i < len(b.ring) && b.ring[i].t < b.mark-win {
+		b.ring[i] = rec{}
+		i++
+	}
+	b.head = i
+	if b.head > len(b.ring)/2 { // compact, amortised
+		n := copy(b.ring, b.ring[b.head:])
+		clear(b.ring[n:])
+		b.ring = b.ring[:n]
+		b.head = 0
+	}
+}
+
+// scan attributes ring entries not yet attributed to newly tracked sources.
+func (b *Builder) scan() {
+	if !b.flush {
+		return
+	}
+	b.flush = false
+	for i := b.head; i < len(b.ring); i++ {
+		if r := &b.ring[i]; !r.done {
+			r.done = b.attribute(r)
+		}
+	}
+}
+
+// lookup returns the tracked source containing ip, the most specific first.
+func (b *Builder) lookup(ip netip.Addr) *node {
+	if n := b.sources[netip.PrefixFrom(ip, ip.BitLen())]; n != nil {
+		return n
+	}
+	bits := b.bits6
+	if ip.Is4() {
+		bits = b.bits4
+	}
+	for l := range bits {
+		if p, err := ip.Prefix(l); err == nil {
+			if n := b.sources[p]; n != nil {
+				return n
+			}
+		}
+	}
+	return nil
+}
+
+// attribute counts r towards the incident of its source or, failing that,
+// of its account; it reports whether r was attributed.
+func (b *Builder) attribute(r *rec) bool {
+	n := b.lookup(r.ip)
+	viaAccount := false
+	if n == nil {
+		a := b.accounts[r.acct]
+		if a == nil || r.t > a.until {
+			return false
+		}
+		// The account's own activity from elsewhere: failures always,
+		// changes and exports once it was taken over.
+		if r.kind == kindSuccess || (r.kind != kindFail && !a.compromised) {
+			return false
+		}
+		n, viaAccount = a.n, true
+	}
+	inc := n.root().inc
+	shop, actor, _ := strings.Cut(r.acct, "\x00")
+	st := inc.account(r.acct, shop, actor)
+	st.touch(r.t)
+	inc.touch(r.t)
+	bk := inc.bucket(r.t)
+	switch r.kind {
+	case kindFail:
+		st.fails++
+		bk.fails++
+	case kindSuccess:
+		st.successes++
+		bk.successes++
+	case kindChange:
+		st.changes++
+	case kindExport:
+		st.exported += r.recs
+	}
+	if !viaAccount {
+		s := inc.sources[r.ip]
+		if s == nil && len(inc.sources) < maxSourcesPerIncident {
+			s = &srcStat{first: r.t}
+			inc.sources[r.ip] = s
+		}
+		if s != nil {
+			switch r.kind {
+			case kindFail:
+				s.fails++
+			case kindSuccess:
+				s.successes++
+			default:
+				s.other++
+			}
+			s.first, s.last = min(s.first, r.t), max(s.last, r.t)
+		}
+	}
+	return true
+}
+
+func (inc *incident) account(key, shop, actor string) *acctStat {
+	st := inc.accounts[key]
+	if st == nil {
+		st = &acctStat{shop: shop, actor: actor}
+		inc.accounts[key] = st
+	}
+	return st
+}
+
+func (inc *incident) bucket(t int64) *bucket {
+	k := t / bucketNS
+	bk := inc.buckets[k]
+	if bk == nil {
+		bk = &bucket{}
+		inc.buckets[k] = bk
+	}
+	return bk
+}
+
+func (inc *incident) touch(t int64) {
+	if inc.first == 0 || t < inc.first {
+		inc.first = t
+	}
+	inc.last = max(inc.last, t)
+}
+
+func (s *acctStat) touch(t int64) {
+	if s.first == 0 || t < s.first {
+		s.first = t
+	}
+	s.last = max(s.last, t)
+}
+
+func (s *acctStat) addFinding(id string) {
+	for _, x := range s.findings {
+		if x == id {
+			return
+		}
+	}
+	if len(s.findings) < maxIDsPerAccount {
+		s.findings = append(s.findings, id)
+	}
+}
+
+// newNode returns a root node with an empty incident.
+func newNode() *node {
+	return &node{size: 1, inc: &incident{accounts: map[string]*acctStat{},
+		sources: map[netip.Addr]*srcStat{}, keys: map[string]bool{}, buckets: map[int64]*bucket{}}}
+}
+
+// union merges the groups of x and y, the smaller incident into the larger.
+func union(x, y *node) *node {
+	x, y = x.root(), y.root()
+	if x == y {
+		return x
+	}
+	if x.size < y.size {
+		x, y = y, x
+	}
+	y.parent = x
+	x.size += y.size
+	a, c := x.inc, y.inc
+	y.inc = nil
+	if len(a.accounts) < len(c.accounts) {
+		a.accounts, c.accounts = c.accounts, a.accounts
+	}
+	for k, s := range c.accounts {
+		if d := a.accounts[k]; d != nil {
+			d.merge(s)
+		} else {
+			a.accounts[k] = s
+		}
+	}
+	for k, s := range c.sources {
+		if d := a.sources[k]; d != nil {
+			d.fails += s.fails
+			d.successes += s.successes
+			d.other += s.other
+			d.first, d.last = min(d.first, s.first), max(d.last, s.last)
+		} else if len(a.sources) < maxSourcesPerIncident {
+			a.sources[k] = s
+		}
+	}
+	for k, bk := range c.buckets {
+		d := a.bucket(k * bucketNS)
+		d.fails += bk.fails
+		d.successes += bk.successes
+		d.findings += bk.findings
+	}
+	for k := range c.keys {
+		a.keys[k] = true
+	}
+	a.findings = append(a.findings, c.findings...)
+	if c.first != 0 {
+		a.touch(c.first)
+	}
+	a.last = max(a.last, c.last)
+	return x
+}
+
+func (s *acctStat) merge(o *acctStat) {
+	if o.first != 0 {
+		s.touch(o.first)
+	}
+	s.last = max(s.last, o.last)
+	s.fails += o.fails
+	s.successes += o.successes
+	s.changes += o.changes
+	s.exported += o.exported
+	s.compromised = s.compromised || o.compromised
+	for _, id := range o.findings {
+		s.addFinding(id)
+	}
+}
+
+// loginRules raise their findings on a successful login: an account with
+// one of them was logged into by the attacker.
+var loginRules = map[string]bool{
+	shopguard.RuleAccountTakeover: true, shopguard.RuleImpossibleTravel: true,
+	"unfamiliar_login": true, "session_hijack": true, "leaked_credential_use": true,
+}
+
+// Finding adds one finding. ev is the event that raised it, or nil when it
+// is not known (then a finding of a login rule is taken as raised by a
+// successful login).
+func (b *Builder) Finding(f *shopguard.Finding, ev *shopguard.Event) {
+	if _, dup := b.findings[f.ID]; dup {
+		return
+	}
+	fc := *f
+	fc.Evidence.Accounts = append([]shopguard.Account(nil), f.Evidence.Accounts...)
+	fc.Evidence.Addresses = append([]string(nil), f.Evidence.Addresses...)
+	n := newNode()
+	n.inc.findings = []*shopguard.Finding{&fc}
+	b.findings[fc.ID] = n
+	t := fc.Time.UnixNano()
+	n.inc.bucket(t).findings++
+	n.inc.touch(t)
+
+	// Group: the cause, the wave, the source.
+	if id := fc.Evidence.CauseID; id != "" {
+		c := b.findings[id]
+		if c == nil { // not seen (yet): a placeholder the cause will join
+			c = newNode()
+			b.findings[id] = c
+		}
+		n = union(n, c)
+	}
+	if w := fc.Evidence.WaveID; w != "" {
+		n = union(n, b.named1("wave:"+w))
+		n.root().inc.keys["wave "+w] = true
+	}
+	if fc.IP != "" {
+		n = b.trackSource(fc.IP, n)
+	}
+	for _, a := range fc.Evidence.Addresses {
+		if _, err := netip.ParseAddr(a); err == nil && strings.HasPrefix(fc.IP, "AS") {
+			// An ASN's sample addresses are its sources we can match.
+			n = b.trackSource(a, n)
+		}
+	}
+	inc := n.root().inc
+
+	// Accounts the finding names.
+	compromised := loginRules[fc.Rule] && (ev == nil || ev.Action == shopguard.ActionLoginSuccess)
+	if fc.Actor != "" {
+		k := acctKey(fc.ShopID, fc.Actor)
+		st := inc.account(k, fc.ShopID, fc.Actor)
+		st.touch(t)
+		st.addFinding(fc.ID)
+		if compromised {
+			st.compromised = true
+		}
+		tr := b.accounts[k]
+		if tr == nil {
+			tr = &acctTrack{}
+			b.accounts[k] = tr
+		}
+		tr.n = n
+		tr.until = max(tr.until, t+int64(b.opt.AccountHorizon))
+		tr.compromised = tr.compromised || compromised
+		if cid := fc.Evidence.CauseID; cid != "" {
+			// The cause of a finding on this account is a login of it.
+			if c := b.findings[cid]; c != nil {
+				for _, cf := range c.root().inc.findings {
+					if cf.ID == cid && loginRules[cf.Rule] {
+						st.compromised, tr.compromised = true, true
+					}
+				}
+			}
+		}
+		b.flush = true
+	}
+	for _, a := range fc.Evidence.Accounts {
+		st := inc.account(acctKey(a.ShopID, a.Actor), a.ShopID, a.Actor)
+		st.touch(t)
+		st.addFinding(fc.ID)
+	}
+}
+
+func (b *Builder) named1(k string) *node {
+	n := b.named[k]
+	if n == nil {
+		n = newNode()
+		b.named[k] = n
+	}
+	return n
+}
+
+// trackSource joins n with the source s (an address, a CIDR block or an
+// ASN) and with tracked sources that contain it or that it contains.
+func (b *Builder) trackSource(s string, n *node) *node {
+	if strings.HasPrefix(s, "AS") {
+		n = union(n, b.named1(s))
+		n.root().inc.keys[s] = true
+		return n
+	}
+	var p netip.Prefix
+	if a, err := netip.ParseAddr(s); err == nil {
+		p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+	} else if q, err := netip.ParsePrefix(s); err == nil {
+		p = q.Masked()
+	} else {
+		return n
+	}
+	n.root().inc.keys[p.String()] = true
+	if m := b.sources[p]; m != nil {
+		return union(n, m)
+	}
+	// A new source: join the tracked blocks containing it and the tracked
+	// sources inside it.
+	m := &node{size: 1}
+	m.parent = n.root()
+	n.root().size++
+	for q, o := range b.sources {
+		if q.Addr().Is4() == p.Addr().Is4() && (q.Contains(p.Addr()) && q.Bits() <= p.Bits() || p.Contains(q.Addr()) && p.Bits() <= q.Bits()) {
+			n = union(n, o)
+		}
+	}
+	b.sources[p] = m
+	if p.Bits() < p.Addr().BitLen() {
+		if p.Addr().Is4() {
+			b.bits4[p.Bits()]++
+		} else {
+			b.bits6[p.Bits()]++
+		}
+	}
+	b.flush = true
+	return n
+}
+
+// incidents returns the current incidents (roots with findings), oldest
+// first. It scans the ring for sources tracked since the last scan.
+func (b *Builder) incidents() []*incident {
+	b.scan()
+	seen := map[*node]bool{}
+	var out []*incident
+	for _, n := range b.findings {
+		r := n.root()
+		if seen[r] || len(r.inc.findings) == 0 {
+			continue
+		}
+		seen[r] = true
+		out = append(out, r.inc)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].first != out[j].first {
+			return out[i].first < out[j].first
+		}
+		return out[i].findings[0].ID < out[j].findings[0].ID
+	})
+	return out
+}
+
+// Prune forgets the incidents whose newest finding is older than cutoff,
+// and, when more than maxFindings are held, the oldest incidents until at
+// most maxFindings remain (0: no limit). The live pages use it to bound
+// memory; a replay does not prune.
+func (b *Builder) Prune(cutoff time.Time, maxFindings int) {
+	incs := b.incidents()
+	total := 0
+	for _, inc := range incs {
+		total += len(inc.findings)
+	}
+	sort.Slice(incs, func(i, j int) bool { return lastFinding(incs[i]) < lastFinding(incs[j]) })
+	drop := map[*incident]bool{}
+	for _, inc := range incs {
+		if lastFinding(inc) < cutoff.UnixNano() || (maxFindings > 0 && total > maxFindings) {
+			drop[inc] = true
+			total -= len(inc.findings)
+		}
+	}
+	if len(drop) == 0 {
+		return
+	}
+	in := func(n *node) bool {
+		r := n.root()
+		return r.inc == nil || drop[r.inc]
+	}
+	for k, n := range b.findings {
+		if in(n) {
+			delete(b.findings, k)
+		}
+	}
+	for k, n := range b.named {
+		if in(n) {
+			delete(b.named, k)
+		}
+	}
+	for p, n := range b.sources {
+		if in(n) {
+			delete(b.sources, p)
+			if p.Bits() == p.Addr().BitLen() {
+				continue
+			}
+			bits := b.bits6
+			if p.Addr().Is4() {
+				bits = b.bits4
+			}
+			if bits[p.Bits()]--; bits[p.Bits()] <= 0 {
+				delete(bits, p.Bits())
+			}
+		}
+	}
+	for k, a := range b.accounts {
+		if in(a.n) || a.until < cutoff.UnixNano() {
+			delete(b.accounts, k)
+		}
+	}
+}
+
+func lastFinding(inc *incident) int64 {
+	var t int64
+	for _, f := range inc.findings {
+		t = max(t, f.Time.UnixNano())
+	}
+	return t
+}
