@@ -258,7 +258,10 @@ func (e *Engine) Process(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 		keep := e.cfg.BulkExport.Window
 		a.ext().exports.add(stamp{t: t, n: ev.Records}, e.mark-int64(keep), 4096)
 	default:
-		return dst
+		// Any use of a session can show it hijacked.
+		if ev.SessionID == "" || !e.cfg.SessionHijack.Enabled {
+			return dst
+		}
 	}
 	n := len(dst)
 	for _, r := range e.rules {

@@ -74,8 +74,9 @@ func (p *profile) learn(kind uint8, h uint32, today uint16, tainted bool, c Prof
 			continue
 		}
 		if e.h == h {
+			// A familiar property stays familiar whoever uses it; a
+			// pending one starts its clean days over.
 			if tainted {
-				e.flags |= entTainted
 				e.days = 0
 			} else if e.flags&entTainted != 0 && today != e.last {
 				if e.days++; int(e.days) >= c.TrustDays {
