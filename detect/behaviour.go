@@ -13,8 +13,10 @@ import (
 
 // session is one session_id of an account, for session_hijack.
 type session struct {
-	h       uint64 // hash of the session id
-	t       int64  // first use
+	h       uint64   // hash of the session id
+	t       int64    // first use
+	last    [16]byte // address of the last use, and
+	lastUA  uint32   // hash of its user agent: a use from both is skipped cheaply
 	country uint32
 	network uint32
 	client  uint32
@@ -93,8 +95,8 @@ func (r hijackRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 	c := e.cfg.SessionHijack
 	a := e.account(ev)
 	t := ev.Time.UnixNano()
-	pr := e.props(ev)
 	h := hashString(ev.SessionID)
+	ip16, uah := ev.IP.As16(), uint32(hashString(ev.UserAgent))
 	x := a.ext()
 	var s *session
 	for i := range x.sessions {
@@ -103,8 +105,14 @@ func (r hijackRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 			break
 		}
 	}
+	if s != nil && (s.fired || (s.last == ip16 && s.lastUA == uah)) {
+		// Most uses of a session come from where it was last used: no
+		// need to locate and classify them again.
+		return dst
+	}
+	pr := e.props(ev)
 	if s == nil {
-		ns := session{h: h, t: t, country: pr.country, network: pr.network, client: pr.client}
+		ns := session{h: h, t: t, last: ip16, lastUA: uah, country: pr.country, network: pr.network, client: pr.client}
 		if len(x.sessions) < sessionKeep {
 			x.sessions = append(x.sessions, ns)
 		} else {
@@ -118,9 +126,7 @@ func (r hijackRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 		}
 		return dst
 	}
-	if s.fired {
-		return dst
-	}
+	s.last, s.lastUA = ip16, uah
 	country := pr.country != 0 && s.country != 0 && pr.country != s.country
 	if !country && (pr.network == s.network || pr.client == s.client) {
 		return dst

@@ -46,7 +46,8 @@ var ErrCheckpoint = errors.New("unusable engine snapshot")
 //	    brute_force, account_takeover, bulk_export and critical bulk_export
 //	    finding varints, compromised-at varint, its finding's id and rule
 //	    strings; then (since version 3) session count uvarint, each:
-//	    hash uint64, first use varint, country, network, client uint32,
+//	    hash uint64, first use varint, last address [16]byte, last user
+//	    agent hash uint32, country, network, client uint32,
 //	    fired byte; the risky login: time varint, address, session hash
 //	    uint64, finding id and rule strings; 8 last risky_change varints
 //	last finding varint | profile: logins uvarint, days byte, last day
@@ -200,6 +201,8 @@ func (a *account) appendTo(b []byte) []byte {
 		s := &x.sessions[i]
 		b = binary.BigEndian.AppendUint64(b, s.h)
 		b = binary.AppendVarint(b, s.t)
+		b = append(b, s.last[:]...)
+		b = binary.BigEndian.AppendUint32(b, s.lastUA)
 		b = binary.BigEndian.AppendUint32(b, s.country)
 		b = binary.BigEndian.AppendUint32(b, s.network)
 		b = binary.BigEndian.AppendUint32(b, s.client)
@@ -552,7 +555,7 @@ func (d *decoder) account() *account {
 		x := &extra{fails: d.window(), exports: d.window()}
 		x.firedBrute, x.firedTakeover, x.firedExport, x.firedCritical = d.varint(), d.varint(), d.varint(), d.varint()
 		x.compromised, x.compromisedID, x.compromisedRule = d.varint(), d.string(), d.string()
-		if n := d.count(22); n > sessionKeep {
+		if n := d.count(42); n > sessionKeep {
 			d.fail("account with %d sessions", n)
 		} else if n > 0 {
 			x.sessions = make([]session, n)
@@ -560,6 +563,10 @@ func (d *decoder) account() *account {
 		for i := range x.sessions {
 			s := &x.sessions[i]
 			s.h, s.t = d.u64(), d.varint()
+			if p := d.take(16); p != nil {
+				s.last = [16]byte(p)
+			}
+			s.lastUA = d.u32()
 			s.country, s.network, s.client = d.u32(), d.u32(), d.u32()
 			s.fired = d.u8() == 1
 		}

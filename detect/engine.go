@@ -125,6 +125,7 @@ type Engine struct {
 
 	propsOf  *shopguard.Event
 	curProps props
+	uaCache  uaCache
 }
 
 // Option configures an Engine.
