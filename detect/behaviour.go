@@ -113,6 +113,9 @@ func (r hijackRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 	pr := e.props(ev)
 	if s == nil {
 		ns := session{h: h, t: t, last: ip16, lastUA: uah, country: pr.country, network: pr.network, client: pr.client}
+		if x.sessions == nil {
+			x.sessions = make([]session, 0, 2)
+		}
 		if len(x.sessions) < sessionKeep {
 			x.sessions = append(x.sessions, ns)
 		} else {

@@ -106,6 +106,11 @@ func (p *profile) learn(kind uint8, h uint32, today uint16, tainted bool, c Prof
 			return
 		}
 	}
+	if p.ents == nil {
+		// Room for two values of each property at once: most accounts
+		// never need more, so one allocation per account.
+		p.ents = make([]pentry, 0, 2*numProps)
+	}
 	p.ents = append(p.ents, ne)
 }
 
