@@ -68,7 +68,7 @@ func (c AlertmanagerConfig) validate(key string) problems {
 	if c.BasicAuth != nil {
 		p.add(c.BasicAuth.validate(key + ".basic_auth"))
 	}
-	p.add(c.TLS.validate(key + ".tls"))
+	p.add(problems(c.TLS.Validate(key + ".tls")))
 	if c.TLS.Enabled {
 		p.addf(key+".tls.enabled", "not used by HTTP sinks; TLS follows the URL scheme")
 	}

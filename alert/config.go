@@ -1,8 +1,6 @@
 package alert
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -10,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/shopguard/shopguard/internal/kafkaconf"
 )
 
 // Config is the `sinks:` section of the configuration file. A nil field
@@ -138,61 +138,11 @@ func (c QueueConfig) validate(key string) problems {
 	return p
 }
 
-// TLSConfig configures the client side of a TLS connection to a receiver.
-type TLSConfig struct {
-	// Enabled turns TLS on for Kafka connections. HTTP sinks ignore it and
-	// use TLS exactly when their URL is https.
-	Enabled bool `yaml:"enabled"`
-	// CAFile is a PEM bundle of the CAs to trust instead of the system's.
-	CAFile string `yaml:"ca_file"`
-	// CertFile and KeyFile are a PEM client certificate and its key, for
-	// receivers that authenticate clients by certificate.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// ServerName overrides the name the server certificate is checked for.
-	ServerName string `yaml:"server_name"`
-	// InsecureSkipVerify turns off server certificate verification. Only
-	// for tests.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-}
-
-func (c TLSConfig) isZero() bool { return c == TLSConfig{} }
-
-func (c TLSConfig) validate(key string) problems {
-	var p problems
-	if (c.CertFile == "") != (c.KeyFile == "") {
-		p.addf(key+".cert_file", "cert_file and key_file go together")
-	}
-	return p
-}
-
-// build loads the files the config names and returns the tls.Config.
-func (c TLSConfig) build(key string) (*tls.Config, error) {
-	tc := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         c.ServerName,
-		InsecureSkipVerify: c.InsecureSkipVerify, //nolint:gosec // explicit opt-in for tests
-	}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s.ca_file: %w", key, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s.ca_file: no PEM certificates in %s", key, c.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s.cert_file: %w", key, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
-}
+// TLSConfig configures the client side of a TLS connection to a receiver:
+// the same settings, validated and loaded by the same code, as every Kafka
+// connection's tls section. HTTP sinks ignore Enabled and use TLS exactly
+// when their URL is https.
+type TLSConfig = kafkaconf.TLS
 
 // BasicAuth is HTTP basic authentication. The password is read from a file
 // or an environment variable, never written in the configuration.

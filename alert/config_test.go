@@ -140,7 +140,7 @@ func TestBuildSecretErrorsNameKeys(t *testing.T) {
 		{Config{Pseudonymize: &PseudonymizeConfig{KeyFile: writeFile(t, "k", "short\n")}},
 			"sinks.pseudonymize: pseudonymization key is 5 bytes, want at least 16"},
 		{Config{Kafka: &KafkaConfig{Topic: "t", Timeout: time.Second}},
-			"sinks.kafka.brokers: at least one broker is required"},
+			"sinks.kafka.brokers: at least one broker (host:port) is required"},
 	} {
 		_, err := Build(tc.cfg, nil, nil)
 		require.ErrorContains(t, err, tc.want)

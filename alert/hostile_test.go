@@ -68,24 +68,6 @@ func requireInert(t *testing.T, what string, out []byte, lines int) {
 	require.Equal(t, lines, bytes.Count(out, []byte("\n")), "%s: %q", what, out)
 }
 
-// requireInertStrings applies requireInert to every string in a decoded
-// JSON value, which is what a receiver renders.
-func requireInertStrings(t *testing.T, what string, v any) {
-	t.Helper()
-	switch v := v.(type) {
-	case string:
-		requireInert(t, what, []byte(v), 0)
-	case []any:
-		for _, x := range v {
-			requireInertStrings(t, what, x)
-		}
-	case map[string]any:
-		for k, x := range v {
-			requireInertStrings(t, what+"."+k, x)
-		}
-	}
-}
-
 // receiver is an httptest server that hands each request body to a channel.
 func receiver(t *testing.T) (*httptest.Server, <-chan []byte) {
 	t.Helper()

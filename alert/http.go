@@ -19,7 +19,7 @@ const userAgent = "shopguard-alert"
 // per-request timeout, and TLS from cfg for https URLs.
 func newHTTPClient(key string, cfg TLSConfig, timeout time.Duration) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tc, err := cfg.build(key)
+	tc, err := cfg.Build(key)
 	if err != nil {
 		return nil, err
 	}

@@ -5,33 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl"
-	"github.com/segmentio/kafka-go/sasl/plain"
-	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/internal/kafkaconf"
 )
 
-// The SASL mechanisms the Kafka sink supports.
-const (
-	SASLScramSHA256 = "SCRAM-SHA-256"
-	SASLScramSHA512 = "SCRAM-SHA-512"
-	SASLPlain       = "PLAIN"
-)
-
-// SASLConfig is SASL authentication to Kafka. An empty Mechanism means none.
-type SASLConfig struct {
-	// Mechanism is SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (PLAIN only
-	// together with TLS, since it sends the password as is).
-	Mechanism    string `yaml:"mechanism"`
-	Username     string `yaml:"username"`
-	PasswordFile string `yaml:"password_file,omitempty"`
-	PasswordEnv  string `yaml:"password_env,omitempty"`
-}
+// SASLConfig is SASL authentication to Kafka, as for every Kafka connection
+// of shopguard's. An empty Mechanism means none.
+type SASLConfig = kafkaconf.SASL
 
 // KafkaConfig configures the Kafka findings topic sink (`sinks.kafka`).
 type KafkaConfig struct {
@@ -64,31 +48,9 @@ func (c *KafkaConfig) UnmarshalYAML(unmarshal func(any) error) error {
 func (c KafkaConfig) Validate() error { return c.validate(configKey+".kafka", true).err() }
 
 func (c KafkaConfig) validate(key string, needBrokers bool) problems {
-	var p problems
-	if needBrokers && len(c.Brokers) == 0 {
-		p.addf(key+".brokers", "at least one broker is required")
-	}
-	for i, b := range c.Brokers {
-		if host, port, err := net.SplitHostPort(b); err != nil || host == "" || port == "" {
-			p.addf(fmt.Sprintf("%s.brokers[%d]", key, i), "%q is not host:port", b)
-		}
-	}
+	p := problems(c.client().Validate(key, needBrokers))
 	if c.Topic == "" {
 		p.addf(key+".topic", "required")
-	}
-	p.add(c.TLS.validate(key + ".tls"))
-	if !c.TLS.Enabled && !c.TLS.isZero() {
-		p.addf(key+".tls.enabled", "TLS options are set but enabled is false")
-	}
-	if s := c.SASL; s != (SASLConfig{}) {
-		oneOf(&p, key+".sasl.mechanism", s.Mechanism, SASLScramSHA256, SASLScramSHA512, SASLPlain)
-		if s.Username == "" {
-			p.addf(key+".sasl.username", "required")
-		}
-		secretRef(&p, key+".sasl.password", s.PasswordFile, s.PasswordEnv, true)
-		if s.Mechanism == SASLPlain && !c.TLS.Enabled {
-			p.addf(key+".sasl.mechanism", "PLAIN sends the password in clear text; enable tls or use SCRAM-SHA-512")
-		}
 	}
 	if c.Timeout <= 0 {
 		p.addf(key+".timeout", "%s is not positive", c.Timeout)
@@ -96,30 +58,10 @@ func (c KafkaConfig) validate(key string, needBrokers bool) problems {
 	return p
 }
 
-// mechanism builds the SASL mechanism, reading the password.
-func (c SASLConfig) mechanism(key string) (sasl.Mechanism, error) {
-	if c == (SASLConfig{}) {
-		return nil, nil
-	}
-	password, err := readSecret(key+".password", c.PasswordFile, c.PasswordEnv)
-	if err != nil {
-		return nil, err
-	}
-	var m sasl.Mechanism
-	switch c.Mechanism {
-	case SASLPlain:
-		return plain.Mechanism{Username: c.Username, Password: password}, nil
-	case SASLScramSHA256:
-		m, err = scram.Mechanism(scram.SHA256, c.Username, password)
-	case SASLScramSHA512:
-		m, err = scram.Mechanism(scram.SHA512, c.Username, password)
-	}
-	if err != nil {
-		// scram rejects user names it cannot normalise; the error does not
-		// contain the password.
-		return nil, fmt.Errorf("%s.mechanism: %w", key, err)
-	}
-	return m, nil
+// client is the connection part of c: one produce attempt's Timeout bounds
+// connecting, too.
+func (c KafkaConfig) client() kafkaconf.Client {
+	return kafkaconf.Client{Brokers: c.Brokers, ClientID: "shopguard", DialTimeout: c.Timeout, TLS: c.TLS, SASL: c.SASL}
 }
 
 // Kafka is a record sink that produces findings to the findings topic: key
@@ -150,19 +92,10 @@ func NewKafka(cfg KafkaConfig, m *Metrics, logger *slog.Logger) (*Kafka, error) 
 		return nil, err
 	}
 	logger = orDiscard(logger)
-	tr := &kafka.Transport{ClientID: "shopguard", DialTimeout: cfg.Timeout}
-	if cfg.TLS.Enabled {
-		tc, err := cfg.TLS.build(key + ".tls")
-		if err != nil {
-			return nil, err
-		}
-		tr.TLS = tc
-	}
-	mech, err := cfg.SASL.mechanism(key + ".sasl")
+	tr, err := cfg.client().Transport(key)
 	if err != nil {
 		return nil, err
 	}
-	tr.SASL = mech
 	kl := logger.With("sink", sinkKafka)
 	w := &kafka.Writer{
 		Addr:         kafka.TCP(cfg.Brokers...),

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/internal/kafkaconf"
 )
 
 const testTopic = "shopguard-findings"
@@ -121,17 +122,17 @@ func TestKafkaHoldsOnWhileDownThenDelivers(t *testing.T) {
 }
 
 func TestKafkaSASLSCRAM(t *testing.T) {
-	c := newCluster(t, kfake.EnableSASL(), kfake.Superuser(SASLScramSHA512, "shopguard", "scram-pw"))
+	c := newCluster(t, kfake.EnableSASL(), kfake.Superuser(kafkaconf.SASLScramSHA512, "shopguard", "scram-pw"))
 	t.Setenv("SHOPGUARD_TEST_KAFKA_PASSWORD", "scram-pw")
 	cfg := DefaultKafkaConfig
 	cfg.Brokers = c.ListenAddrs()
-	cfg.SASL = SASLConfig{Mechanism: SASLScramSHA512, Username: "shopguard", PasswordEnv: "SHOPGUARD_TEST_KAFKA_PASSWORD"}
+	cfg.SASL = SASLConfig{Mechanism: kafkaconf.SASLScramSHA512, Username: "shopguard", PasswordEnv: "SHOPGUARD_TEST_KAFKA_PASSWORD"}
 	k, err := NewKafka(cfg, nil, nil)
 	require.NoError(t, err)
 	defer k.Close()
 	require.NoError(t, k.Send(t.Context(), travelFinding("sasl")))
 
-	mech, err := cfg.SASL.mechanism("k")
+	mech, err := cfg.SASL.Build("k")
 	require.NoError(t, err)
 	msgs := readTopic(t, cfg.Brokers, 1, &kafka.Dialer{SASLMechanism: mech, Timeout: 5 * time.Second})
 	require.Equal(t, "sasl", string(msgs[0].Key))

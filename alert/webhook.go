@@ -94,7 +94,7 @@ func (c WebhookConfig) validate(key string) problems {
 	}
 	oneOf(&p, key+".format", c.Format, FormatJSON, FormatSlack)
 	secretRef(&p, key+".secret", c.SecretFile, c.SecretEnv, false)
-	p.add(c.TLS.validate(key + ".tls"))
+	p.add(problems(c.TLS.Validate(key + ".tls")))
 	if c.TLS.Enabled {
 		p.addf(key+".tls.enabled", "not used by HTTP sinks; TLS follows the URL scheme")
 	}

@@ -2,7 +2,8 @@
 // and Prometheus rules (prometheus/*.yml, with their promtool tests), embeds
 // them in FS, and checks them with Check: every dashboard is valid JSON with
 // a title and a description on each panel, and every PromQL expression in a
-// dashboard or a rule parses and names only metrics shopguard registers.
+// dashboard or a rule parses and names only metrics shopguard registers, and
+// every rule reads only recordings made before it in its own group.
 //
 // It does not evaluate PromQL (promtool test rules does, against
 // prometheus/shopguard-rules.test.yml), does not talk to Grafana or
@@ -20,6 +21,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/prometheus/common/model"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -42,6 +45,12 @@ var (
 	// ErrUnknownMetric marks a selector naming a metric that is neither
 	// registered, recorded by a rule, nor a standard series.
 	ErrUnknownMetric = errors.New("metric not registered")
+	// ErrRuleOrder marks a rule that reads a recording made in another
+	// group, or later in its own. Prometheus evaluates the rules of a group
+	// one after another at the same timestamp, but groups independently of
+	// each other, so such a rule sees the current or the previous
+	// evaluation's value depending on which ran first.
+	ErrRuleOrder = errors.New("reads a recording not made before it in its group")
 )
 
 // Check checks the dashboards and rules in fsys, which is laid out like FS,
@@ -54,6 +63,11 @@ var (
 // series: go_* and process_* from the Go and process collectors, up, and
 // ALERTS / ALERTS_FOR_STATE, which Prometheus writes for alerting rules.
 //
+// A rule that reads a recorded name must follow a rule recording it in the
+// same group and file; dashboards may read any recording. This holds even
+// where an offset would make the order harmless: one rule is easier to keep
+// than its exceptions.
+//
 // Row panels need a title but no description: Grafana does not show one.
 // Grafana's interval variables ($__rate_interval, $__interval, $__range and
 // their _s/_ms forms) are replaced by a duration before parsing; any other
@@ -65,6 +79,7 @@ func Check(fsys fs.FS, registered map[string]bool) error {
 	c := &checker{
 		registered: registered,
 		recorded:   map[string]bool{},
+		recordedAt: map[string][]rulePos{},
 		parser:     parser.NewParser(parser.Options{}),
 	}
 
@@ -109,6 +124,7 @@ func Check(fsys fs.FS, registered map[string]bool) error {
 type checker struct {
 	registered map[string]bool
 	recorded   map[string]bool
+	recordedAt map[string][]rulePos // where each recorded name is recorded
 	parser     parser.Parser
 	exprs      []located
 	errs       []error
@@ -118,6 +134,18 @@ type checker struct {
 type located struct {
 	where string // e.g. `grafana/overview.json: panel "Events/s" (id 3) target A`
 	expr  string
+	rule  *rulePos // nil for a dashboard
+}
+
+// rulePos is a rule's place: its file, its group, its index in the group.
+type rulePos struct {
+	file, group string
+	index       int
+}
+
+// before reports whether p comes earlier than q in the same group.
+func (p rulePos) before(q rulePos) bool {
+	return p.file == q.file && p.group == q.group && p.index < q.index
 }
 
 func (c *checker) errorf(format string, args ...any) {
@@ -172,6 +200,7 @@ func (c *checker) readRules(fsys fs.FS, name string) {
 			case r.Record != "":
 				where = fmt.Sprintf("%s: group %q: record %q", name, g.Name, r.Record)
 				c.recorded[r.Record] = true
+				c.recordedAt[r.Record] = append(c.recordedAt[r.Record], rulePos{name, g.Name, i})
 			case r.Alert != "":
 				where = fmt.Sprintf("%s: group %q: alert %q", name, g.Name, r.Alert)
 				if !severities[r.Labels["severity"]] {
@@ -190,7 +219,7 @@ func (c *checker) readRules(fsys fs.FS, name string) {
 				c.errorf("%s: %w: no expr", where, ErrInvalid)
 				continue
 			}
-			c.exprs = append(c.exprs, located{where: where, expr: r.Expr})
+			c.exprs = append(c.exprs, located{where: where, expr: r.Expr, rule: &rulePos{name, g.Name, i}})
 		}
 	}
 }
@@ -346,10 +375,17 @@ func (c *checker) checkExpr(e located) {
 			c.errorf("%s: %w: %s looks recorded, but no recording rule defines it", e.where, ErrUnknownMetric, name)
 		case !c.known(name):
 			c.errorf("%s: %w: %s", e.where, ErrUnknownMetric, name)
+		case e.rule != nil && c.recorded[name] && !c.recordedBefore(name, *e.rule):
+			c.errorf("%s: %w: %s; record it earlier in group %q", e.where, ErrRuleOrder, name, e.rule.group)
 		}
 		seen[name] = true
 		return nil
 	})
+}
+
+// recordedBefore reports whether a rule earlier in at's group records name.
+func (c *checker) recordedBefore(name string, at rulePos) bool {
+	return slices.ContainsFunc(c.recordedAt[name], func(p rulePos) bool { return p.before(at) })
 }
 
 // selectorName returns the metric name a selector asks for, or "" when it
@@ -359,7 +395,7 @@ func selectorName(vs *parser.VectorSelector) string {
 		return vs.Name
 	}
 	for _, m := range vs.LabelMatchers {
-		if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+		if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 			return m.Value
 		}
 	}

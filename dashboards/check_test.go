@@ -262,6 +262,33 @@ func TestCheck(t *testing.T) {
 			want: []string{`prometheus/r.yml: group "g": record "shopguard:events:rate5m"`},
 		},
 		{
+			// The flaky ShopguardConsumerLagGrowing test of issue 12: an
+			// alert in one group, the recording it reads in another.
+			name: "rule reads a recording from another group",
+			files: fstest.MapFS{
+				"grafana/a.json":   {Data: []byte(board("a", good))},
+				"prometheus/r.yml": {Data: []byte(strings.Replace(goodRules, "      - alert: Quiet", "  - name: h\n    rules:\n      - alert: Quiet", 1))},
+			},
+			is:   ErrRuleOrder,
+			want: []string{`prometheus/r.yml: group "h": alert "Quiet": reads a recording not made before it in its group: shopguard:events:rate5m`},
+		},
+		{
+			name: "rule reads a recording made after it",
+			files: fstest.MapFS{
+				"grafana/a.json": {Data: []byte(board("a", good))},
+				"prometheus/r.yml": {Data: []byte(`groups:
+  - name: g
+    rules:
+      - record: shopguard:events:total5m
+        expr: shopguard:events:rate5m * 300
+      - record: shopguard:events:rate5m
+        expr: sum by (action) (rate(shopguard_events_total[5m]))
+`)},
+			},
+			is:   ErrRuleOrder,
+			want: []string{`group "g": record "shopguard:events:total5m"`, `shopguard:events:rate5m; record it earlier in group "g"`},
+		},
+		{
 			name: "alert without severity",
 			files: fstest.MapFS{
 				"grafana/a.json":   {Data: []byte(board("a", good))},

@@ -1,11 +1,15 @@
-// Package ingest turns raw admin audit input into shopguard events: sources
-// (Kafka, files, embedded broker), decoding, GeoIP enrichment, and the
-// handling of input that is not a valid event (counted, logged rate-limited,
-// dead-lettered, skipped). ScaleOut is the Kafka-Streams-style topology of
-// several instances (repartitioning, ordered stages, a global flags table,
-// changelogged per-partition state).
+// Package ingest turns raw admin audit input into shopguard events: the
+// event decoder, the file source (plain, gzip, stdin, parallel decoding with
+// order kept), and the handling of input that is not a valid event (counted
+// by reason, logged rate-limited with file:line or topic/partition/offset,
+// dead-lettered, skipped). Its Metrics count what every source read.
 //
-// It does not judge events itself: the rules are in detect, and ScaleOut
-// runs the engines and the sink its caller gives it. It does not retry or
-// restart a source: the caller supervises.
+// Its subpackages hold one external system each: geoip (MaxMind lookups
+// behind a cache), kafka (the consumer-group source, time-range replay, the
+// producer and the dead-letter writer), broker (the embedded Kafka-protocol
+// broker of the demo), and the demo's generator and GeoIP world.
+//
+// It does not judge events (that is detect), deliver findings (alert), or
+// retry or restart a source: the caller supervises. It imports only the root
+// package shopguard.
 package ingest

@@ -17,6 +17,7 @@ import (
 	"github.com/shopguard/shopguard/ingest/broker"
 	"github.com/shopguard/shopguard/ingest/generate"
 	"github.com/shopguard/shopguard/ingest/geodemo"
+	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
 // tapSource passes a source's batches on and reports each batch's events
@@ -52,8 +53,8 @@ type liveRig struct {
 	geo string
 }
 
-func (r *liveRig) kafka(topic, group string) ingest.KafkaConfig {
-	kc := ingest.DefaultKafkaConfig
+func (r *liveRig) kafka(topic, group string) kafka.Config {
+	kc := kafka.DefaultConfig
 	kc.Brokers, kc.Topic, kc.Group, kc.DeadLetterTopic = r.b.Addrs(), topic, group, ""
 	return kc
 }
@@ -73,7 +74,7 @@ func (r *liveRig) consume(ctx context.Context, topic, group string, onDone func(
 	if err != nil {
 		return err
 	}
-	src, err := ingest.NewKafkaSource(r.kafka(topic, group), ingest.KafkaSourceOptions{Metrics: ingest.NewMetrics(reg)})
+	src, err := kafka.NewSource(r.kafka(topic, group), kafka.SourceOptions{Metrics: ingest.NewMetrics(reg)})
 	if err != nil {
 		return err
 	}
@@ -110,7 +111,7 @@ func benchLive(ctx context.Context, e env, dir string, n int, rate float64, seco
 	if err != nil {
 		return fail(err)
 	}
-	p, err := ingest.NewKafkaProducer(rig.kafka("bench-audit", ""), generate.AppendJSON)
+	p, err := kafka.NewProducer(rig.kafka("bench-audit", ""), generate.AppendJSON)
 	if err != nil {
 		return fail(err)
 	}
@@ -119,7 +120,7 @@ func benchLive(ctx context.Context, e env, dir string, n int, rate float64, seco
 	}
 	p.Close()
 
-	raw, err := ingest.RawConsume(ctx, rig.kafka("bench-audit", "bench-raw"), n)
+	raw, err := kafka.RawConsume(ctx, rig.kafka("bench-audit", "bench-raw"), n)
 	if err != nil {
 		return fail(err)
 	}
@@ -161,7 +162,7 @@ func benchLive(ctx context.Context, e env, dir string, n int, rate float64, seco
 	if err != nil {
 		return fail(err)
 	}
-	p, err = ingest.NewKafkaProducer(rig.kafka("bench-latency", ""), generate.AppendJSON)
+	p, err = kafka.NewProducer(rig.kafka("bench-latency", ""), generate.AppendJSON)
 	if err != nil {
 		return fail(err)
 	}
@@ -203,7 +204,7 @@ func benchLive(ctx context.Context, e env, dir string, n int, rate float64, seco
 
 // paced produces g's events at rate per second for d, each stamped with the
 // wall clock as its event time, and returns how many it produced.
-func paced(ctx context.Context, g *generate.Generator, p *ingest.KafkaProducer, rate float64, d time.Duration) int64 {
+func paced(ctx context.Context, g *generate.Generator, p *kafka.Producer, rate float64, d time.Duration) int64 {
 	const tick = 20 * time.Millisecond
 	per := max(1, int(rate*tick.Seconds()))
 	batch := make([]shopguard.Event, per)

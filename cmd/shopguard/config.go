@@ -14,7 +14,9 @@ import (
 
 	"github.com/shopguard/shopguard/alert"
 	"github.com/shopguard/shopguard/detect"
-	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/geoip"
+	"github.com/shopguard/shopguard/ingest/kafka"
+	"github.com/shopguard/shopguard/scaleout"
 )
 
 // Config is the whole configuration file. Every section is optional; an
@@ -32,12 +34,12 @@ type Config struct {
 
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
 
-	GeoIP  ingest.GeoIPConfig `yaml:"geoip"`
-	Kafka  ingest.KafkaConfig `yaml:"kafka"`
-	Detect detect.Config      `yaml:"detect"`
-	Sinks  alert.Config       `yaml:"sinks"`
+	GeoIP  geoip.Config  `yaml:"geoip"`
+	Kafka  kafka.Config  `yaml:"kafka"`
+	Detect detect.Config `yaml:"detect"`
+	Sinks  alert.Config  `yaml:"sinks"`
 	// ScaleOut runs `shopguard run` as one of N instances (docs/scaling.md).
-	ScaleOut ingest.ScaleConfig `yaml:"scale_out"`
+	ScaleOut scaleout.Config `yaml:"scale_out"`
 }
 
 // defaultConfig returns the configuration an empty file means.
@@ -45,11 +47,11 @@ func defaultConfig() Config {
 	return Config{
 		Listen:     "127.0.0.1:9464",
 		LogLevel:   "info",
-		GeoIP:      ingest.DefaultGeoIPConfig,
+		GeoIP:      geoip.DefaultConfig,
 		Checkpoint: DefaultCheckpointConfig,
-		Kafka:      ingest.DefaultKafkaConfig,
+		Kafka:      kafka.DefaultConfig,
 		Detect:     cloneDetect(detect.DefaultConfig),
-		ScaleOut:   ingest.DefaultScaleConfig,
+		ScaleOut:   scaleout.DefaultConfig,
 	}
 }
 

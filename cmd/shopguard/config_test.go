@@ -18,7 +18,9 @@ import (
 
 	"github.com/shopguard/shopguard/alert"
 	"github.com/shopguard/shopguard/detect"
-	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/geoip"
+	"github.com/shopguard/shopguard/ingest/kafka"
+	"github.com/shopguard/shopguard/internal/kafkaconf"
 )
 
 const (
@@ -122,7 +124,7 @@ func TestExampleConfigIsValidForRun(t *testing.T) {
 	exDetect.Allowlist = nil
 	require.Equal(t, def.Detect, exDetect)
 	exKafka := cfg.Kafka
-	exKafka.Brokers, exKafka.TLS, exKafka.SASL = nil, ingest.KafkaTLSConfig{}, ingest.KafkaSASLConfig{}
+	exKafka.Brokers, exKafka.TLS, exKafka.SASL = nil, kafkaconf.TLS{}, kafkaconf.SASL{}
 	require.Equal(t, def.Kafka, exKafka)
 	require.Equal(t, alert.DefaultQueueConfig, cfg.Sinks.Alertmanager.QueueConfig)
 	require.Equal(t, alert.DefaultWebhookConfig.Timeout, cfg.Sinks.Webhook.Timeout)
@@ -181,8 +183,8 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, "info", def.LogLevel)
 	require.False(t, def.Pprof)
 	require.Empty(t, def.WebConfigFile)
-	require.Equal(t, ingest.DefaultGeoIPConfig, def.GeoIP)
-	require.Equal(t, ingest.DefaultKafkaConfig, def.Kafka)
+	require.Equal(t, geoip.DefaultConfig, def.GeoIP)
+	require.Equal(t, kafka.DefaultConfig, def.Kafka)
 	require.Equal(t, detect.DefaultConfig, def.Detect)
 	require.Equal(t, alert.Config{}, def.Sinks, "every sink is off unless configured")
 
@@ -209,7 +211,7 @@ sinks:
 	require.Equal(t, def.Listen, cfg.Listen)
 	require.Equal(t, def.GeoIP, cfg.GeoIP)
 
-	wantKafka := ingest.DefaultKafkaConfig
+	wantKafka := kafka.DefaultConfig
 	wantKafka.Brokers = []string{"k:9092"}
 	require.Equal(t, wantKafka, cfg.Kafka)
 

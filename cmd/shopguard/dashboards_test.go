@@ -21,6 +21,9 @@ import (
 	"github.com/shopguard/shopguard/detect"
 	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/geodemo"
+	"github.com/shopguard/shopguard/ingest/geoip"
+	"github.com/shopguard/shopguard/ingest/kafka"
+	"github.com/shopguard/shopguard/scaleout"
 )
 
 // repoRoot is the repository root as seen from this package's directory,
@@ -41,19 +44,19 @@ func dbRegistry(t *testing.T) *prometheus.Registry {
 
 	geoPath := filepath.Join(dir, "demo-city.mmdb")
 	require.NoError(t, geodemo.Write(geoPath, geodemo.Cities))
-	gcfg := ingest.DefaultGeoIPConfig
+	gcfg := geoip.DefaultConfig
 	gcfg.Path = geoPath
-	geo, err := ingest.OpenGeoIP(gcfg, reg, nil)
+	geo, err := geoip.Open(gcfg, reg, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = geo.Close() })
 
 	detect.NewMetrics(reg)
 	ck := DefaultCheckpointConfig
 	ck.Path = filepath.Join(dir, "checkpoint")
-	newCheckpointer(ck, ingest.DefaultKafkaConfig.Topic, ingest.DefaultKafkaConfig.Group, reg, nil)
+	newCheckpointer(ck, kafka.DefaultConfig.Topic, kafka.DefaultConfig.Group, reg, nil)
 	ingest.NewMetrics(reg)
-	ingest.NewKafkaMetrics(reg)
-	ingest.NewScaleMetrics(reg)
+	kafka.NewMetrics(reg)
+	scaleout.NewMetrics(reg)
 
 	file := alert.DefaultFileConfig
 	file.Path = filepath.Join(dir, "findings.jsonl")

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/shopguard/shopguard/alert"
-	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/broker"
 	"github.com/shopguard/shopguard/ingest/generate"
 	"github.com/shopguard/shopguard/ingest/geodemo"
+	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
 const demoUsage = `usage: shopguard demo [flags]
@@ -145,7 +145,7 @@ func runDemo(ctx context.Context, e env, args []string) int {
 			return usageError(e, "demo", "%v", err)
 		}
 		kc := cfg.Kafka
-		p, err := ingest.NewKafkaProducer(kc, generate.AppendJSON)
+		p, err := kafka.NewProducer(kc, generate.AppendJSON)
 		if err != nil {
 			fmt.Fprintln(e.stderr, "shopguard demo:", err)
 			return exitRuntime

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/shopguard/shopguard"
-	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/generate"
+	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
 const generateUsage = `usage: shopguard generate [flags]
@@ -46,7 +46,7 @@ func runGenerate(ctx context.Context, e env, args []string) int {
 	fs.StringVar(&start, "start", cfg.Start.Format(time.RFC3339), "event `time` of the first event (RFC 3339, or \"now\")")
 	fs.StringVar(&labels, "labels", "", "write the attacks' ground truth as JSONL to this `file`")
 	fs.StringVar(&brokers, "brokers", "", "produce to Kafka at these comma-separated `brokers` instead of standard output")
-	fs.StringVar(&topic, "topic", ingest.DefaultKafkaConfig.Topic, "with --brokers: the events `topic`")
+	fs.StringVar(&topic, "topic", kafka.DefaultConfig.Topic, "with --brokers: the events `topic`")
 	fs.Float64Var(&rate, "rate", 200, "with --brokers: events per second of wall-clock time (0: as fast as possible)")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
@@ -72,9 +72,9 @@ func runGenerate(ctx context.Context, e env, args []string) int {
 	}
 
 	if brokers != "" {
-		kc := ingest.DefaultKafkaConfig
+		kc := kafka.DefaultConfig
 		kc.Brokers, kc.Topic = strings.Split(brokers, ","), topic
-		p, err := ingest.NewKafkaProducer(kc, generate.AppendJSON)
+		p, err := kafka.NewProducer(kc, generate.AppendJSON)
 		if err != nil {
 			return usageError(e, "generate", "%v", err)
 		}
@@ -125,7 +125,7 @@ func writeLabels(path string, ls []generate.Label) error {
 // produce writes g's events to p in batches, paced at rate events per
 // wall-clock second (0: unpaced), until g ends or ctx is done. onBatch, if
 // set, sees each batch after it was produced.
-func produce(ctx context.Context, g *generate.Generator, p *ingest.KafkaProducer, rate float64, onBatch func([]shopguard.Event)) (int64, error) {
+func produce(ctx context.Context, g *generate.Generator, p *kafka.Producer, rate float64, onBatch func([]shopguard.Event)) (int64, error) {
 	const tick = 20 * time.Millisecond
 	per := 1000
 	if rate > 0 {

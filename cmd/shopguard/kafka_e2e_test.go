@@ -15,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shopguard/shopguard"
-	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/kafka"
 	"github.com/shopguard/shopguard/ingest/kafkatest"
 )
 
@@ -95,7 +95,7 @@ func TestE2ERunMatchesReplay(t *testing.T) {
 	dead := c.ReadAll(t, e2eDLQTopic)
 	require.Len(t, dead, 2)
 	for _, m := range dead {
-		reason, ok := kafkatest.Header(m, ingest.HeaderReason)
+		reason, ok := kafkatest.Header(m, kafka.HeaderReason)
 		require.True(t, ok, "dead letter headers: %v", m.Headers)
 		require.Contains(t, []string{"missing_field", "not_json"}, reason)
 	}
@@ -300,7 +300,7 @@ func TestE2EReplayKafkaRange(t *testing.T) {
 	require.Equal(t, 0, code, errs)
 	require.Contains(t, errs, fmt.Sprintf("events: %d read, %d valid, 0 invalid", len(part), len(part)))
 	e2eRequireSameFindings(t, want, e2eFindingsFile(t, out))
-	for _, group := range []string{ingest.DefaultKafkaConfig.Group, e2eGroup} {
+	for _, group := range []string{kafka.DefaultConfig.Group, e2eGroup} {
 		require.Empty(t, c.Committed(t, group, e2eAuditTopic), "group %s", group)
 	}
 

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -48,34 +47,6 @@ func ltNewScenario(t *testing.T, n int64) *ltScenario {
 	}
 	require.NoError(t, os.WriteFile(s.events, buf.Bytes(), 0o644))
 	return s
-}
-
-// replayIDs is what `shopguard replay` finds in the scenario's file.
-func (s *ltScenario) replayIDs(t *testing.T) map[string]bool {
-	t.Helper()
-	out := filepath.Join(s.dir, "replay.jsonl")
-	var stderr bytes.Buffer
-	code := Main(context.Background(), []string{"replay", "--geoip", s.geo, "--out", out, s.events}, nil, io.Discard, &stderr)
-	require.Equal(t, 0, code, stderr.String())
-	ids := ltIDs(t, out)
-	require.NotEmpty(t, ids)
-	return ids
-}
-
-func ltIDs(t *testing.T, path string) map[string]bool {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	ids := map[string]bool{}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		if line == "" {
-			continue
-		}
-		var f shopguard.Finding
-		require.NoError(t, json.Unmarshal([]byte(line), &f), line)
-		ids[f.ID] = true
-	}
-	return ids
 }
 
 // topicIDs reads the finding ids on the findings topic (de-duplicated).

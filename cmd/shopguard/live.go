@@ -22,6 +22,7 @@ import (
 	"github.com/shopguard/shopguard/alert"
 	"github.com/shopguard/shopguard/detect"
 	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
 // shutdownBudget bounds how long draining, committing and flushing may take
@@ -79,7 +80,7 @@ func (l *live) serve(ctx context.Context) error {
 	// then are those offsets committed: the group's offsets never run
 	// ahead of the saved state.
 	var ck *checkpointer
-	var src *ingest.KafkaSource
+	var src *kafka.Source
 	var extra []detect.Option
 	if cfg.Checkpoint.Path != "" {
 		ck = newCheckpointer(cfg.Checkpoint, cfg.Kafka.Topic, cfg.Kafka.Group, l.reg, l.log)
@@ -129,9 +130,9 @@ func (l *live) serve(ctx context.Context) error {
 	}
 	defer p.close()
 	sinks, im, km, rejects := p.sinks, p.im, p.km, p.rejects
-	srcOpts := ingest.KafkaSourceOptions{Metrics: im, Kafka: km, Rejects: rejects, Logger: l.log,
+	srcOpts := kafka.SourceOptions{Metrics: im, Kafka: km, Rejects: rejects, Logger: l.log,
 		CommitOnFlush: ck != nil, Processed: processed}
-	var joined atomic.Pointer[ingest.KafkaSource] // for /readyz: nil until the source exists
+	var joined atomic.Pointer[kafka.Source] // for /readyz: nil until the source exists
 
 	ready := func() error {
 		if s := joined.Load(); s == nil || !s.Ready() {
@@ -148,7 +149,7 @@ func (l *live) serve(ctx context.Context) error {
 		// between meet the restored state. This may wait for a killed
 		// process's session to time out, so it runs with HTTP up.
 		if processed != nil {
-			if _, err := ingest.RewindGroup(srcCtx, cfg.Kafka, processed, l.log); err != nil {
+			if _, err := kafka.RewindGroup(srcCtx, cfg.Kafka, processed, l.log); err != nil {
 				if srcCtx.Err() != nil {
 					return nil
 				}
@@ -156,7 +157,7 @@ func (l *live) serve(ctx context.Context) error {
 			}
 		}
 		var err error
-		if src, err = ingest.NewKafkaSource(cfg.Kafka, srcOpts); err != nil {
+		if src, err = kafka.NewSource(cfg.Kafka, srcOpts); err != nil {
 			return err
 		}
 		joined.Store(src)
@@ -344,7 +345,7 @@ func (h *heartbeatSource) Run(ctx context.Context, out chan<- shopguard.Batch) e
 type plumbing struct {
 	sinks   *alert.Fanout
 	im      *ingest.Metrics
-	km      *ingest.KafkaMetrics
+	km      *kafka.Metrics
 	rejects *ingest.Rejects
 	closers []func()
 }
@@ -366,10 +367,10 @@ func (l *live) plumb(cfg Config) (*plumbing, error) {
 		sinks.AddRecord(l.console)
 	}
 	p.im = ingest.NewMetrics(l.reg)
-	p.km = ingest.NewKafkaMetrics(l.reg)
+	p.km = kafka.NewMetrics(l.reg)
 	p.rejects = &ingest.Rejects{Metrics: p.im, Logger: l.log}
 	if cfg.Kafka.DeadLetterTopic != "" {
-		dl, err := ingest.NewKafkaDeadLetter(cfg.Kafka, p.km, l.log)
+		dl, err := kafka.NewDeadLetter(cfg.Kafka, p.km, l.log)
 		if err != nil {
 			p.close()
 			return nil, err

@@ -22,6 +22,8 @@ import (
 	"github.com/shopguard/shopguard/detect"
 	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/geodemo"
+	"github.com/shopguard/shopguard/ingest/geoip"
+	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
 const replayUsage = `usage: shopguard replay [flags] FILE...
@@ -154,7 +156,7 @@ func runReplay(ctx context.Context, e env, args []string) int {
 
 // openGeoIP opens the configured database, or returns a nil Locator when no
 // path is configured (travel is then not judged, and the engine says so).
-func openGeoIP(cfg ingest.GeoIPConfig, reg prometheus.Registerer, log *slog.Logger) (shopguard.Locator, func(), error) {
+func openGeoIP(cfg geoip.Config, reg prometheus.Registerer, log *slog.Logger) (shopguard.Locator, func(), error) {
 	if cfg.Path == "" {
 		return nil, func() {}, nil
 	}
@@ -174,7 +176,7 @@ func openGeoIP(cfg ingest.GeoIPConfig, reg prometheus.Registerer, log *slog.Logg
 			return nil, nil, fmt.Errorf("build the demo GeoIP database: %w", err)
 		}
 	}
-	g, err := ingest.OpenGeoIP(cfg, reg, log)
+	g, err := geoip.Open(cfg, reg, log)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
@@ -291,8 +293,8 @@ func kafkaRangeSource(e env, cfg Config, f replayFlags, rejects *ingest.Rejects,
 	if f.topic != "" {
 		kc.Topic = f.topic
 	}
-	src, err := ingest.NewKafkaRangeSource(kc, ingest.KafkaRange{Since: since, Until: until, Strict: f.strict},
-		ingest.KafkaSourceOptions{Metrics: rejects.Metrics, Rejects: rejects, Logger: log})
+	src, err := kafka.NewRangeSource(kc, kafka.Range{Since: since, Until: until, Strict: f.strict},
+		kafka.SourceOptions{Metrics: rejects.Metrics, Rejects: rejects, Logger: log})
 	if err != nil {
 		return nil, usageError(e, "replay", "%v", err)
 	}

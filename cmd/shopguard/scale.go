@@ -6,15 +6,15 @@ import (
 	"log/slog"
 
 	"github.com/shopguard/shopguard/detect"
-	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/scaleout"
 )
 
 // The account stage's engines take flags from the source stage, and every
 // engine's state moves with its partition.
 var (
-	_ ingest.ScaleFlagger     = (*detect.Engine)(nil)
-	_ ingest.ScaleSnapshotter = (*detect.Engine)(nil)
-	_ ingest.ScaleObserver    = (*detect.Engine)(nil)
+	_ scaleout.Flagger     = (*detect.Engine)(nil)
+	_ scaleout.Snapshotter = (*detect.Engine)(nil)
+	_ scaleout.Observer    = (*detect.Engine)(nil)
 )
 
 // stageDetect returns the rules one stage of a scaled-out shopguard runs:
@@ -23,7 +23,7 @@ var (
 func stageDetect(c detect.Config, stage string) detect.Config {
 	c = cloneDetect(c)
 	switch stage {
-	case ingest.StageSource:
+	case scaleout.StageSource:
 		c.ImpossibleTravel.Enabled = false
 		c.BruteForce.Enabled = false
 		c.AccountTakeover.Enabled = false
@@ -31,7 +31,7 @@ func stageDetect(c detect.Config, stage string) detect.Config {
 		c.UnfamiliarLogin.Enabled = false
 		c.SessionHijack.Enabled = false
 		c.RiskyChange.Enabled = false
-	case ingest.StageAccount:
+	case scaleout.StageAccount:
 		c.CredentialStuffing.Enabled = false
 		c.FailureBurst.Enabled = false
 	}
@@ -40,7 +40,7 @@ func stageDetect(c detect.Config, stage string) detect.Config {
 
 // serveScaleOut is `shopguard run` with scale_out.enabled: instead of the
 // single-process pipeline, this process is one instance of the scaled-out
-// topology (ingest.ScaleOut; docs/scaling.md), with the same sinks and HTTP
+// topology (scaleout.Runtime; docs/scaling.md), with the same sinks and HTTP
 // endpoints. It runs until ctx is done or a part fails.
 func (l *live) serveScaleOut(ctx context.Context) error {
 	cfg := l.cfg
@@ -64,14 +64,14 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 		l.log.Warn("no GeoIP database: impossible_travel is not judged; pass --geoip or set geoip.path")
 		engLog = slog.New(slog.DiscardHandler)
 	}
-	newEngine := func(stage string) (ingest.ScaleEngine, error) {
+	newEngine := func(stage string) (scaleout.Engine, error) {
 		opts := []detect.Option{detect.WithMetrics(dm), detect.WithLogger(engLog)}
 		if loc != nil {
 			opts = append(opts, detect.WithLocator(loc))
 		}
 		return detect.New(stageDetect(cfg.Detect, stage), opts...)
 	}
-	for _, stage := range []string{ingest.StageSource, ingest.StageAccount} {
+	for _, stage := range []string{scaleout.StageSource, scaleout.StageAccount} {
 		if _, err := newEngine(stage); err != nil {
 			return usageErr{err}
 		}
@@ -83,14 +83,14 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 	}
 	defer p.close()
 	sinks, im, km, rejects := p.sinks, p.im, p.km, p.rejects
-	so, err := ingest.NewScaleOut(cfg.Kafka, cfg.ScaleOut, ingest.ScaleOptions{
+	so, err := scaleout.New(cfg.Kafka, cfg.ScaleOut, scaleout.Options{
 		NewEngine:      newEngine,
 		Sink:           sinks,
 		IPv4Prefix:     cfg.Detect.CredentialStuffing.IPv4Prefix,
 		IPv6Prefix:     cfg.Detect.CredentialStuffing.IPv6Prefix,
 		Metrics:        im,
 		Kafka:          km,
-		Scale:          ingest.NewScaleMetrics(l.reg),
+		Scale:          scaleout.NewMetrics(l.reg),
 		Rejects:        rejects,
 		Logger:         l.log,
 		ShutdownBudget: shutdownBudget,

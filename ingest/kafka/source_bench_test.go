@@ -1,4 +1,4 @@
-package ingest_test
+package kafka_test
 
 import (
 	"context"
@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/shopguard/shopguard"
-	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/kafka"
 	"github.com/shopguard/shopguard/ingest/kafkatest"
 )
 
@@ -35,14 +35,14 @@ func kafkaBenchCluster(b *testing.B) *kafkatest.Cluster {
 // decodes every event, and commits as each batch is acknowledged.
 func BenchmarkKafkaSource(b *testing.B) {
 	c := kafkaBenchCluster(b)
-	cfg := ingest.DefaultKafkaConfig
+	cfg := kafka.DefaultConfig
 	cfg.Brokers = c.Addrs()
 	b.ReportAllocs()
 	total, group := 0, 0
 	for b.Loop() {
 		group++
 		cfg.Group = fmt.Sprintf("bench-%d", group)
-		src, err := ingest.NewKafkaSource(cfg, ingest.KafkaSourceOptions{})
+		src, err := kafka.NewSource(cfg, kafka.SourceOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -82,10 +82,10 @@ func BenchmarkKafkaRawConsume(b *testing.B) {
 	total, group := 0, 0
 	for b.Loop() {
 		group++
-		r := kafka.NewReader(kafka.ReaderConfig{
+		r := kafkago.NewReader(kafkago.ReaderConfig{
 			Brokers: c.Addrs(), GroupID: fmt.Sprintf("raw-%d", group), Topic: auditTopic,
-			StartOffset: kafka.FirstOffset, MaxBytes: ingest.DefaultKafkaConfig.MaxBytes,
-			MaxWait: ingest.DefaultKafkaConfig.MaxWait, QueueCapacity: ingest.DefaultKafkaConfig.QueueCapacity,
+			StartOffset: kafkago.FirstOffset, MaxBytes: kafka.DefaultConfig.MaxBytes,
+			MaxWait: kafka.DefaultConfig.MaxWait, QueueCapacity: kafka.DefaultConfig.QueueCapacity,
 		})
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		for range kafkaBenchEvents {

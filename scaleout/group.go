@@ -1,4 +1,4 @@
-package ingest
+package scaleout
 
 import (
 	"context"
@@ -6,7 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
 // runGroup takes part in consumer group on topic until ctx is done. For
@@ -15,15 +16,15 @@ import (
 // generation (a rebalance) or with ctx; the next generation starts only
 // when every work of the previous one has returned, so a task's last
 // snapshot is written before anyone else can be assigned its partition.
-func (s *ScaleOut) runGroup(ctx context.Context, idx int, stage, group, topic string,
-	work func(ctx context.Context, gen *kafka.Generation, part int)) {
+func (s *Runtime) runGroup(ctx context.Context, idx int, stage, group, topic string,
+	work func(ctx context.Context, gen *kafkago.Generation, part int)) {
 	log := s.log.With("stage", stage, "group", group)
-	info, errl := kafkaLoggers(log)
-	start := kafka.FirstOffset
-	if s.kc.StartOffset == StartLatest && stage == StageRepartition {
-		start = kafka.LastOffset
+	info, errl := kafka.Loggers(log)
+	start := kafkago.FirstOffset
+	if s.kc.StartOffset == kafka.StartLatest && stage == StageRepartition {
+		start = kafkago.LastOffset
 	}
-	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+	cg, err := kafkago.NewConsumerGroup(kafkago.ConsumerGroupConfig{
 		ID:                    group,
 		Brokers:               s.kc.Brokers,
 		Dialer:                s.dialer,
@@ -38,7 +39,7 @@ func (s *ScaleOut) runGroup(ctx context.Context, idx int, stage, group, topic st
 		Logger:                info,
 		ErrorLogger:           errl,
 	})
-	if err != nil { // only a configuration KafkaConfig.Validate has checked
+	if err != nil { // only a configuration kafka.Config.Validate has checked
 		log.Error("consumer group not created", "err", err)
 		return
 	}
@@ -60,10 +61,10 @@ func (s *ScaleOut) runGroup(ctx context.Context, idx int, stage, group, topic st
 		}
 		if err != nil {
 			fails++
-			if !errors.Is(err, kafka.RebalanceInProgress) {
+			if !errors.Is(err, kafkago.RebalanceInProgress) {
 				log.Warn("joining the consumer group did not succeed; retrying", "attempt", fails, "err", err)
 			}
-			if sleepCtx(ctx, s.kc.backoff(min(fails, 10))) != nil {
+			if kafka.Sleep(ctx, s.kc.Backoff(min(fails, 10))) != nil {
 				return
 			}
 			continue

@@ -1,4 +1,4 @@
-package ingest
+package kafka
 
 import (
 	"container/heap"
@@ -11,25 +11,26 @@ import (
 	"sync"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest"
 )
 
-// DefaultKafkaRangeSlack is how far record timestamps may stray from event
-// times unless KafkaRange.Slack says otherwise.
-const DefaultKafkaRangeSlack = 5 * time.Minute
+// DefaultRangeSlack is how far record timestamps may stray from event
+// times unless Range.Slack says otherwise.
+const DefaultRangeSlack = 5 * time.Minute
 
-// KafkaRange selects what a KafkaRangeSource replays: the events whose
+// Range selects what a RangeSource replays: the events whose
 // event time lies in [Since, Until], both ends included.
-type KafkaRange struct {
+type Range struct {
 	Since, Until time.Time
 	// Slack widens the window of record timestamps that is read, so that
 	// events written to Kafka a little before or after their event time
 	// (producer clocks, batching, late delivery) are still found: reading
 	// starts at the first record stamped Since-Slack or later and stops
 	// at the first stamped after Until+Slack. Events are then selected by
-	// their own time exactly. Zero means DefaultKafkaRangeSlack; negative
+	// their own time exactly. Zero means DefaultRangeSlack; negative
 	// means none.
 	Slack time.Duration
 	// Strict stops at the first invalid message read: Run delivers the
@@ -38,7 +39,7 @@ type KafkaRange struct {
 	Strict bool
 }
 
-// KafkaRangeSource replays a time range of the audit topic (`shopguard
+// RangeSource replays a time range of the audit topic (`shopguard
 // replay --brokers B --topic T --since T1 --until T2`). It reads every
 // partition with a partition reader, from the offset ListOffsets gives for
 // Since-Slack to the end offset captured when Run starts (or the first
@@ -57,21 +58,21 @@ type KafkaRange struct {
 // a file replay of the same events, and the findings are the same.
 // Partitions that are not in time order are merged as they are; the
 // result is still deterministic.
-type KafkaRangeSource struct {
-	cfg    KafkaConfig
-	rng    KafkaRange
-	opts   KafkaSourceOptions
-	tr     *kafka.Transport
-	dialer *kafka.Dialer
+type RangeSource struct {
+	cfg    Config
+	rng    Range
+	opts   SourceOptions
+	tr     *kafkago.Transport
+	dialer *kafkago.Dialer
 	log    *slog.Logger
 }
 
-var _ shopguard.Source = (*KafkaRangeSource)(nil)
+var _ shopguard.Source = (*RangeSource)(nil)
 
-// NewKafkaRangeSource validates cfg and rng, reads the TLS files and SASL
+// NewRangeSource validates cfg and rng, reads the TLS files and SASL
 // password cfg names, and returns the source. It does not connect until
 // Run. cfg's group, dead-letter and commit settings are not used.
-func NewKafkaRangeSource(cfg KafkaConfig, rng KafkaRange, opts KafkaSourceOptions) (*KafkaRangeSource, error) {
+func NewRangeSource(cfg Config, rng Range, opts SourceOptions) (*RangeSource, error) {
 	var errs []error
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
@@ -90,20 +91,20 @@ func NewKafkaRangeSource(cfg KafkaConfig, rng KafkaRange, opts KafkaSourceOption
 	}
 	switch {
 	case rng.Slack == 0:
-		rng.Slack = DefaultKafkaRangeSlack
+		rng.Slack = DefaultRangeSlack
 	case rng.Slack < 0:
 		rng.Slack = 0
 	}
-	tr, err := cfg.transport()
+	tr, err := cfg.Transport("kafka")
 	if err != nil {
 		return nil, err
 	}
-	dialer, err := cfg.dialer()
+	dialer, err := cfg.Dialer("kafka")
 	if err != nil {
 		return nil, err
 	}
 	opts.fill()
-	return &KafkaRangeSource{cfg: cfg, rng: rng, opts: opts, tr: tr, dialer: dialer,
+	return &RangeSource{cfg: cfg, rng: rng, opts: opts, tr: tr, dialer: dialer,
 		log: opts.Logger.With("topic", cfg.Topic)}, nil
 }
 
@@ -113,7 +114,7 @@ func NewKafkaRangeSource(cfg KafkaConfig, rng KafkaRange, opts KafkaSourceOption
 type rangeItem struct {
 	ev   shopguard.Event
 	off  int64
-	derr *DecodeError
+	derr *ingest.DecodeError
 }
 
 // rangeChunk is how many items a partition reader hands to the merger at
@@ -134,7 +135,7 @@ type rangeStream struct {
 // returns nil at the end of the range or when ctx is done, and an error
 // when the topic cannot be read (after MaxRetries attempts) or, in Strict
 // mode, at the first invalid message.
-func (s *KafkaRangeSource) Run(ctx context.Context, out chan<- shopguard.Batch) error {
+func (s *RangeSource) Run(ctx context.Context, out chan<- shopguard.Batch) error {
 	defer s.tr.CloseIdleConnections()
 	defer s.opts.Rejects.Flush()
 	streams, err := s.plan(ctx)
@@ -170,17 +171,17 @@ func (s *KafkaRangeSource) Run(ctx context.Context, out chan<- shopguard.Batch) 
 
 // plan finds each partition's offsets: the end captured now, and the start
 // from the first record stamped Since-Slack or later.
-func (s *KafkaRangeSource) plan(ctx context.Context) ([]*rangeStream, error) {
-	cl := &kafka.Client{Addr: kafka.TCP(s.cfg.Brokers...), Transport: s.tr, Timeout: s.cfg.DialTimeout + s.cfg.MaxWait}
-	var md *kafka.MetadataResponse
+func (s *RangeSource) plan(ctx context.Context) ([]*rangeStream, error) {
+	cl := &kafkago.Client{Addr: kafkago.TCP(s.cfg.Brokers...), Transport: s.tr, Timeout: s.cfg.DialTimeout + s.cfg.MaxWait}
+	var md *kafkago.MetadataResponse
 	err := s.retry(ctx, "read metadata", func() error {
 		var err error
-		md, err = cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{s.cfg.Topic}})
+		md, err = cl.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{s.cfg.Topic}})
 		if err == nil && (len(md.Topics) != 1 || md.Topics[0].Error != nil) {
 			if len(md.Topics) == 1 {
 				err = md.Topics[0].Error
 			} else {
-				err = kafka.UnknownTopicOrPartition
+				err = kafkago.UnknownTopicOrPartition
 			}
 		}
 		return err
@@ -196,14 +197,14 @@ func (s *KafkaRangeSource) plan(ctx context.Context) ([]*rangeStream, error) {
 
 	// The ends first: whatever arrives after this is not part of the
 	// replay, even if its time is in range.
-	ends, err := s.listOffsets(ctx, cl, parts, func(p int) kafka.OffsetRequest { return kafka.LastOffsetOf(p) },
-		func(po kafka.PartitionOffsets) int64 { return po.LastOffset })
+	ends, err := s.listOffsets(ctx, cl, parts, func(p int) kafkago.OffsetRequest { return kafkago.LastOffsetOf(p) },
+		func(po kafkago.PartitionOffsets) int64 { return po.LastOffset })
 	if err != nil {
 		return nil, err
 	}
 	from := s.rng.Since.Add(-s.rng.Slack)
-	starts, err := s.listOffsets(ctx, cl, parts, func(p int) kafka.OffsetRequest { return kafka.TimeOffsetOf(p, from) },
-		func(po kafka.PartitionOffsets) int64 {
+	starts, err := s.listOffsets(ctx, cl, parts, func(p int) kafkago.OffsetRequest { return kafkago.TimeOffsetOf(p, from) },
+		func(po kafkago.PartitionOffsets) int64 {
 			for off := range po.Offsets { // at most one: the first record stamped from or later
 				return off
 			}
@@ -225,18 +226,18 @@ func (s *KafkaRangeSource) plan(ctx context.Context) ([]*rangeStream, error) {
 
 // listOffsets asks for one offset per partition and picks it from the
 // answer with get.
-func (s *KafkaRangeSource) listOffsets(ctx context.Context, cl *kafka.Client, parts []int,
-	req func(int) kafka.OffsetRequest, get func(kafka.PartitionOffsets) int64,
+func (s *RangeSource) listOffsets(ctx context.Context, cl *kafkago.Client, parts []int,
+	req func(int) kafkago.OffsetRequest, get func(kafkago.PartitionOffsets) int64,
 ) (map[int]int64, error) {
 	out := make(map[int]int64, len(parts))
 	err := s.retry(ctx, "list offsets", func() error {
-		rs := make([]kafka.OffsetRequest, len(parts))
+		rs := make([]kafkago.OffsetRequest, len(parts))
 		for i, p := range parts {
 			rs[i] = req(p)
 		}
-		resp, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{
-			Topics:         map[string][]kafka.OffsetRequest{s.cfg.Topic: rs},
-			IsolationLevel: kafka.ReadCommitted,
+		resp, err := cl.ListOffsets(ctx, &kafkago.ListOffsetsRequest{
+			Topics:         map[string][]kafkago.OffsetRequest{s.cfg.Topic: rs},
+			IsolationLevel: kafkago.ReadCommitted,
 		})
 		if err != nil {
 			return err
@@ -260,23 +261,23 @@ func (s *KafkaRangeSource) listOffsets(ctx context.Context, cl *kafka.Client, pa
 
 // retry runs f until it succeeds, ctx is done, or it failed MaxRetries+1
 // times, backing off in between.
-func (s *KafkaRangeSource) retry(ctx context.Context, what string, f func() error) error {
+func (s *RangeSource) retry(ctx context.Context, what string, f func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := f()
 		if err == nil || ctx.Err() != nil || attempt > s.cfg.MaxRetries {
 			return err
 		}
 		s.opts.Kafka.fetchErrors.Add(1)
-		wait := s.cfg.backoff(attempt)
+		wait := s.cfg.Backoff(attempt)
 		s.log.Warn("kafka range: "+what+" did not succeed; retrying", "attempt", attempt, "retry_in", wait, "err", err)
-		if sleepCtx(ctx, wait) != nil {
+		if Sleep(ctx, wait) != nil {
 			return err
 		}
 	}
 }
 
-// sleepCtx waits for d or until ctx is done, returning ctx's error then.
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// Sleep waits for d or until ctx is done, returning ctx's error then.
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -288,9 +289,9 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // read reads one partition's range into st.ch and closes it.
-func (s *KafkaRangeSource) read(ctx context.Context, st *rangeStream) {
+func (s *RangeSource) read(ctx context.Context, st *rangeStream) {
 	defer close(st.ch)
-	r := kafka.NewReader(kafka.ReaderConfig{
+	r := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:        s.cfg.Brokers,
 		Topic:          s.cfg.Topic,
 		Partition:      st.part,
@@ -301,7 +302,7 @@ func (s *KafkaRangeSource) read(ctx context.Context, st *rangeStream) {
 		MaxWait:        s.cfg.MaxWait,
 		ReadBackoffMin: s.cfg.RetryBackoff,
 		ReadBackoffMax: s.cfg.RetryBackoffMax,
-		IsolationLevel: kafka.ReadCommitted,
+		IsolationLevel: kafkago.ReadCommitted,
 		MaxAttempts:    max(s.cfg.MaxRetries, 1),
 	})
 	defer r.Close()
@@ -339,7 +340,7 @@ func (s *KafkaRangeSource) read(ctx context.Context, st *rangeStream) {
 				st.err = fmt.Errorf("kafka range: read %s/%d (%d attempts): %w", s.cfg.Topic, st.part, fails, err)
 				return
 			}
-			if sleepCtx(ctx, s.cfg.backoff(fails)) != nil {
+			if Sleep(ctx, s.cfg.Backoff(fails)) != nil {
 				return
 			}
 			continue
@@ -351,9 +352,9 @@ func (s *KafkaRangeSource) read(ctx context.Context, st *rangeStream) {
 		}
 		chunk = append(chunk, rangeItem{off: m.Offset})
 		it := &chunk[len(chunk)-1]
-		if err := Decode(m.Value, &it.ev); err != nil {
+		if err := ingest.Decode(m.Value, &it.ev); err != nil {
 			if !errors.As(err, &it.derr) {
-				it.derr = &DecodeError{Reason: ReasonNotJSON, Msg: err.Error()}
+				it.derr = &ingest.DecodeError{Reason: ingest.ReasonNotJSON, Msg: err.Error()}
 			}
 			if s.rng.Strict {
 				it.ev = shopguard.Event{Time: last}
@@ -385,7 +386,7 @@ var errStrict = errors.New("invalid message")
 
 // merge k-way merges the streams by (event time, partition, offset) into
 // batches.
-func (s *KafkaRangeSource) merge(ctx context.Context, streams []*rangeStream, out chan<- shopguard.Batch) error {
+func (s *RangeSource) merge(ctx context.Context, streams []*rangeStream, out chan<- shopguard.Batch) error {
 	// next makes st.cur non-empty; false means st is finished.
 	next := func(st *rangeStream) (bool, error) {
 		for len(st.cur) == 0 {

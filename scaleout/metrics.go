@@ -1,4 +1,4 @@
-package ingest
+package scaleout
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,9 +20,9 @@ const (
 	restoreUnusable = "unusable" // a snapshot was there but could not be used
 )
 
-// ScaleMetrics are the metrics of scale-out. One ScaleMetrics serves one
-// ScaleOut; NewScaleOut makes unregistered ones when given none.
-type ScaleMetrics struct {
+// Metrics are the metrics of scale-out. One Metrics serves one
+// Runtime; New makes unregistered ones when given none.
+type Metrics struct {
 	partitions *prometheus.GaugeVec
 	buffered   *prometheus.GaugeVec
 	events     *prometheus.CounterVec
@@ -31,11 +31,11 @@ type ScaleMetrics struct {
 	snapshots  *prometheus.CounterVec
 }
 
-// NewScaleMetrics registers the scale-out metrics on reg (nil:
+// NewMetrics registers the scale-out metrics on reg (nil:
 // unregistered).
-func NewScaleMetrics(reg prometheus.Registerer) *ScaleMetrics {
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
-	m := &ScaleMetrics{
+	m := &Metrics{
 		partitions: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "shopguard_scale_partitions",
 			Help: "Partitions this instance owns, by stage (repartition: audit topic; source, account: their repartition topic).",

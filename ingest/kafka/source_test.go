@@ -1,4 +1,4 @@
-package ingest_test
+package kafka_test
 
 import (
 	"context"
@@ -22,7 +22,9 @@ import (
 
 	"github.com/shopguard/shopguard"
 	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/kafka"
 	"github.com/shopguard/shopguard/ingest/kafkatest"
+	"github.com/shopguard/shopguard/internal/kafkaconf"
 )
 
 const (
@@ -45,8 +47,8 @@ func newKafkaCluster(t *testing.T, parts int32) *kafkatest.Cluster {
 }
 
 // kafkaTestConfig is the default config with timings fit for tests.
-func kafkaTestConfig(c *kafkatest.Cluster) ingest.KafkaConfig {
-	cfg := ingest.DefaultKafkaConfig
+func kafkaTestConfig(c *kafkatest.Cluster) kafka.Config {
+	cfg := kafka.DefaultConfig
 	cfg.Brokers = c.Addrs()
 	cfg.MaxWait = 50 * time.Millisecond
 	cfg.HeartbeatInterval = 200 * time.Millisecond
@@ -62,22 +64,22 @@ func kafkaTestConfig(c *kafkatest.Cluster) ingest.KafkaConfig {
 // kafkaHarness runs a KafkaSource and records what it delivers.
 type kafkaHarness struct {
 	t   *testing.T
-	src *ingest.KafkaSource
+	src *kafka.Source
 	out chan shopguard.Batch
 	m   *ingest.Metrics
-	km  *ingest.KafkaMetrics
+	km  *kafka.Metrics
 	reg *prometheus.Registry
 
 	cancel context.CancelFunc
 	runErr chan error
 }
 
-func startKafkaSource(t *testing.T, cfg ingest.KafkaConfig, dl ingest.DeadLetter) *kafkaHarness {
+func startKafkaSource(t *testing.T, cfg kafka.Config, dl ingest.DeadLetter) *kafkaHarness {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	h := &kafkaHarness{t: t, out: make(chan shopguard.Batch, 4), reg: reg,
-		m: ingest.NewMetrics(reg), km: ingest.NewKafkaMetrics(reg), runErr: make(chan error, 1)}
-	src, err := ingest.NewKafkaSource(cfg, ingest.KafkaSourceOptions{
+		m: ingest.NewMetrics(reg), km: kafka.NewMetrics(reg), runErr: make(chan error, 1)}
+	src, err := kafka.NewSource(cfg, kafka.SourceOptions{
 		Metrics: h.m, Kafka: h.km, Logger: kafkaTestLogger,
 		Rejects: &ingest.Rejects{Metrics: h.m, DeadLetter: dl},
 	})
@@ -189,7 +191,7 @@ func TestKafkaSourceDeliversAndRejects(t *testing.T) {
 	c.ProduceLines(t, auditTopic, 3, lines...)
 
 	dlReg := prometheus.NewRegistry()
-	dl, err := ingest.NewKafkaDeadLetter(cfg, ingest.NewKafkaMetrics(dlReg), nil)
+	dl, err := kafka.NewDeadLetter(cfg, kafka.NewMetrics(dlReg), nil)
 	require.NoError(t, err)
 	defer dl.Close()
 	h := startKafkaSource(t, cfg, dl)
@@ -230,19 +232,19 @@ func TestKafkaSourceDeliversAndRejects(t *testing.T) {
 	dead := c.ReadAll(t, dlqTopic)
 	require.Len(t, dead, len(bad))
 	for _, m := range dead {
-		part, _ := kafkatest.Header(m, ingest.HeaderPartition)
-		off, _ := kafkatest.Header(m, ingest.HeaderOffset)
-		tp, _ := kafkatest.Header(m, ingest.HeaderTopic)
+		part, _ := kafkatest.Header(m, kafka.HeaderPartition)
+		off, _ := kafkatest.Header(m, kafka.HeaderOffset)
+		tp, _ := kafkatest.Header(m, kafka.HeaderTopic)
 		require.Equal(t, auditTopic, tp)
 		p, _ := strconv.Atoi(part)
 		o, _ := strconv.Atoi(off)
 		i := o*3 + p // the line index, from ProduceLines' round-robin
-		reason, _ := kafkatest.Header(m, ingest.HeaderReason)
+		reason, _ := kafkatest.Header(m, kafka.HeaderReason)
 		require.Equal(t, bad[i], reason, "line %d", i)
 		require.Equal(t, lines[i], string(m.Value), "raw value kept")
-		errText, _ := kafkatest.Header(m, ingest.HeaderError)
+		errText, _ := kafkatest.Header(m, kafka.HeaderError)
 		require.True(t, strings.HasPrefix(errText, reason+":"), errText)
-		pos, _ := kafkatest.Header(m, ingest.HeaderPosition)
+		pos, _ := kafkatest.Header(m, kafka.HeaderPosition)
 		require.Equal(t, fmt.Sprintf("%s/%d/%d", auditTopic, p, o), pos)
 	}
 	require.InDelta(t, 6, gatherValue(t, dlReg, "shopguard_dead_letters_total", "written"), 0)
@@ -528,8 +530,8 @@ func TestKafkaSourcePersistentErrors(t *testing.T) {
 func TestKafkaDeadLetterFilePosition(t *testing.T) {
 	c := newKafkaCluster(t, 1)
 	reg := prometheus.NewRegistry()
-	km := ingest.NewKafkaMetrics(reg)
-	dl, err := ingest.NewKafkaDeadLetter(kafkaTestConfig(c), km, nil)
+	km := kafka.NewMetrics(reg)
+	dl, err := kafka.NewDeadLetter(kafkaTestConfig(c), km, nil)
 	require.NoError(t, err)
 	defer dl.Close()
 	derr := &ingest.DecodeError{Reason: ingest.ReasonBadIP, Field: "ip", Msg: `"x" is not an IPv4 or IPv6 address`}
@@ -537,9 +539,9 @@ func TestKafkaDeadLetterFilePosition(t *testing.T) {
 	msgs := c.ReadAll(t, dlqTopic)
 	require.Len(t, msgs, 1)
 	require.Equal(t, `{"ip":"x"}`, string(msgs[0].Value))
-	pos, _ := kafkatest.Header(msgs[0], ingest.HeaderPosition)
+	pos, _ := kafkatest.Header(msgs[0], kafka.HeaderPosition)
 	require.Equal(t, "events.jsonl:17", pos)
-	_, ok := kafkatest.Header(msgs[0], ingest.HeaderOffset)
+	_, ok := kafkatest.Header(msgs[0], kafka.HeaderOffset)
 	require.False(t, ok, "no Kafka coordinates for a file position")
 
 	// A dead-letter topic that refuses writes is counted as failed.
@@ -550,14 +552,14 @@ func TestKafkaDeadLetterFilePosition(t *testing.T) {
 
 	cfg := kafkaTestConfig(c)
 	cfg.DeadLetterTopic = ""
-	_, err = ingest.NewKafkaDeadLetter(cfg, nil, nil)
+	_, err = kafka.NewDeadLetter(cfg, nil, nil)
 	require.ErrorContains(t, err, "kafka.dead_letter_topic")
 }
 
 func TestKafkaConfigValidate(t *testing.T) {
-	require.ErrorContains(t, ingest.DefaultKafkaConfig.Validate(), "kafka.brokers: at least one broker")
+	require.ErrorContains(t, kafka.DefaultConfig.Validate(), "kafka.brokers: at least one broker")
 
-	cfg := ingest.DefaultKafkaConfig
+	cfg := kafka.DefaultConfig
 	cfg.Brokers = []string{"kafka:9092", "nohost"}
 	cfg.Topic = "bad topic"
 	cfg.Group = ""
@@ -566,8 +568,8 @@ func TestKafkaConfigValidate(t *testing.T) {
 	cfg.BatchSize = 0
 	cfg.MaxWait = 0
 	cfg.HeartbeatInterval = time.Minute
-	cfg.TLS = ingest.KafkaTLSConfig{CertFile: "c.pem"}
-	cfg.SASL = ingest.KafkaSASLConfig{Mechanism: "GSSAPI", PasswordFile: "f", PasswordEnv: "E"}
+	cfg.TLS = kafkaconf.TLS{CertFile: "c.pem"}
+	cfg.SASL = kafkaconf.SASL{Mechanism: "GSSAPI", PasswordFile: "f", PasswordEnv: "E"}
 	err := cfg.Validate()
 	require.Error(t, err)
 	for _, key := range []string{
@@ -589,24 +591,24 @@ func TestKafkaConfigValidate(t *testing.T) {
 	}
 	require.NotContains(t, err.Error(), "kafka.brokers[0]")
 
-	cfg = ingest.DefaultKafkaConfig
+	cfg = kafka.DefaultConfig
 	cfg.Brokers = []string{"kafka:9092"}
-	cfg.SASL = ingest.KafkaSASLConfig{Mechanism: "plain", Username: "u", PasswordEnv: "X"}
+	cfg.SASL = kafkaconf.SASL{Mechanism: "plain", Username: "u", PasswordEnv: "X"}
 	require.ErrorContains(t, cfg.Validate(), "kafka.sasl.mechanism: PLAIN sends the password in clear text")
 	cfg.DeadLetterTopic = cfg.Topic
 	require.ErrorContains(t, cfg.Validate(), "kafka.dead_letter_topic: must differ from kafka.topic")
 }
 
 func TestKafkaConfigYAML(t *testing.T) {
-	var cfg ingest.KafkaConfig
+	var cfg kafka.Config
 	dec := yaml.NewDecoder(strings.NewReader("brokers: [k1:9092]\ngroup: g2\nbatch_linger: 2ms\nsasl: {mechanism: scram-sha-512, username: u, password_env: PW}\n"))
 	dec.KnownFields(true)
 	require.NoError(t, dec.Decode(&cfg))
-	want := ingest.DefaultKafkaConfig
+	want := kafka.DefaultConfig
 	want.Brokers = []string{"k1:9092"}
 	want.Group = "g2"
 	want.BatchLinger = 2 * time.Millisecond
-	want.SASL = ingest.KafkaSASLConfig{Mechanism: "scram-sha-512", Username: "u", PasswordEnv: "PW"}
+	want.SASL = kafkaconf.SASL{Mechanism: "scram-sha-512", Username: "u", PasswordEnv: "PW"}
 	require.Equal(t, want, cfg, "keys left out keep their defaults")
 	require.NoError(t, cfg.Validate())
 
@@ -619,32 +621,32 @@ func TestKafkaConfigYAML(t *testing.T) {
 // environment, that problems name the key, and that the password never
 // appears in an error.
 func TestKafkaSecrets(t *testing.T) {
-	cfg := ingest.DefaultKafkaConfig
+	cfg := kafka.DefaultConfig
 	cfg.Brokers = []string{"127.0.0.1:1"}
-	cfg.SASL = ingest.KafkaSASLConfig{Mechanism: ingest.SASLScramSHA256, Username: "u", PasswordEnv: "SHOPGUARD_TEST_KAFKA_PW"}
-	_, err := ingest.NewKafkaSource(cfg, ingest.KafkaSourceOptions{})
+	cfg.SASL = kafkaconf.SASL{Mechanism: kafkaconf.SASLScramSHA256, Username: "u", PasswordEnv: "SHOPGUARD_TEST_KAFKA_PW"}
+	_, err := kafka.NewSource(cfg, kafka.SourceOptions{})
 	require.ErrorContains(t, err, "kafka.sasl.password_env: environment variable SHOPGUARD_TEST_KAFKA_PW is empty or unset")
 
 	t.Setenv("SHOPGUARD_TEST_KAFKA_PW", "hunter2-secret")
-	src, err := ingest.NewKafkaSource(cfg, ingest.KafkaSourceOptions{})
+	src, err := kafka.NewSource(cfg, kafka.SourceOptions{})
 	require.NoError(t, err)
 	require.NoError(t, src.Close(t.Context()))
 
 	dir := t.TempDir()
-	cfg.SASL = ingest.KafkaSASLConfig{Mechanism: ingest.SASLScramSHA512, Username: "u", PasswordFile: filepath.Join(dir, "missing")}
-	_, err = ingest.NewKafkaSource(cfg, ingest.KafkaSourceOptions{})
+	cfg.SASL = kafkaconf.SASL{Mechanism: kafkaconf.SASLScramSHA512, Username: "u", PasswordFile: filepath.Join(dir, "missing")}
+	_, err = kafka.NewSource(cfg, kafka.SourceOptions{})
 	require.ErrorContains(t, err, "kafka.sasl.password_file:")
 	require.ErrorIs(t, err, os.ErrNotExist)
 
 	cfg.SASL.PasswordFile = filepath.Join(dir, "pw")
 	require.NoError(t, os.WriteFile(cfg.SASL.PasswordFile, []byte("hunter2-secret\n"), 0o600))
-	src, err = ingest.NewKafkaSource(cfg, ingest.KafkaSourceOptions{})
+	src, err = kafka.NewSource(cfg, kafka.SourceOptions{})
 	require.NoError(t, err)
 	require.NoError(t, src.Close(t.Context()))
 
-	cfg.SASL = ingest.KafkaSASLConfig{}
-	cfg.TLS = ingest.KafkaTLSConfig{Enabled: true, CAFile: filepath.Join(dir, "ca.pem")}
-	_, err = ingest.NewKafkaSource(cfg, ingest.KafkaSourceOptions{})
+	cfg.SASL = kafkaconf.SASL{}
+	cfg.TLS = kafkaconf.TLS{Enabled: true, CAFile: filepath.Join(dir, "ca.pem")}
+	_, err = kafka.NewSource(cfg, kafka.SourceOptions{})
 	require.ErrorContains(t, err, "kafka.tls.ca_file:")
 	require.NotContains(t, fmt.Sprint(err), "hunter2")
 }
@@ -661,8 +663,8 @@ func TestKafkaSourceSASL(t *testing.T) {
 
 	t.Setenv("SHOPGUARD_TEST_KAFKA_PW", "hunter2-secret")
 	cfg := kafkaTestConfig(c)
-	cfg.SASL = ingest.KafkaSASLConfig{Mechanism: "scram-sha-512", Username: "shopguard", PasswordEnv: "SHOPGUARD_TEST_KAFKA_PW"}
-	dl, err := ingest.NewKafkaDeadLetter(cfg, nil, nil)
+	cfg.SASL = kafkaconf.SASL{Mechanism: "scram-sha-512", Username: "shopguard", PasswordEnv: "SHOPGUARD_TEST_KAFKA_PW"}
+	dl, err := kafka.NewDeadLetter(cfg, nil, nil)
 	require.NoError(t, err)
 	defer dl.Close()
 	h := startKafkaSource(t, cfg, dl)

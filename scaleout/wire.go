@@ -1,4 +1,4 @@
-package ingest
+package scaleout
 
 import (
 	"container/heap"
@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // The wire formats of the internal topics of a scaled-out shopguard. They
@@ -47,24 +47,24 @@ func readKey(b []byte) scaleKey {
 const keyLen = 20
 
 // eventHeader is the header of a re-keyed event.
-func eventHeader(k scaleKey) kafka.Header {
-	return kafka.Header{Key: scaleHeader, Value: appendKey([]byte{wireEvent}, k)}
+func eventHeader(k scaleKey) kafkago.Header {
+	return kafkago.Header{Key: scaleHeader, Value: appendKey([]byte{wireEvent}, k)}
 }
 
 // heartbeatHeader is the header of a heartbeat: input partition bound.p has
 // sent everything below bound.
-func heartbeatHeader(bound scaleKey, idle bool) kafka.Header {
+func heartbeatHeader(bound scaleKey, idle bool) kafkago.Header {
 	b := appendKey([]byte{wireHeartbeat}, bound)
 	if idle {
 		b = append(b, 1)
 	} else {
 		b = append(b, 0)
 	}
-	return kafka.Header{Key: scaleHeader, Value: b}
+	return kafkago.Header{Key: scaleHeader, Value: b}
 }
 
 // parseInternal reads the scale header of a repartition-topic message.
-func parseInternal(m *kafka.Message) (kind byte, k scaleKey, idle bool, err error) {
+func parseInternal(m *kafkago.Message) (kind byte, k scaleKey, idle bool, err error) {
 	for _, h := range m.Headers {
 		if h.Key != scaleHeader {
 			continue
@@ -90,20 +90,20 @@ type scaleFlag struct {
 	id     string       // the finding's id
 }
 
-func flagMessage(f scaleFlag) kafka.Message {
+func flagMessage(f scaleFlag) kafkago.Message {
 	v := appendKey([]byte{wireFlag}, f.k)
 	v = binary.BigEndian.AppendUint64(v, uint64(f.t))
 	v = append(v, f.id...)
-	return kafka.Message{Key: []byte(f.prefix.String()), Value: v}
+	return kafkago.Message{Key: []byte(f.prefix.String()), Value: v}
 }
 
 func watermarkKey(q int) []byte { return []byte("watermark/" + strconv.Itoa(q)) }
 
 // watermarkMessage says that source partition q has published the flags of
 // every event below bound.
-func watermarkMessage(q int, bound scaleKey) kafka.Message {
+func watermarkMessage(q int, bound scaleKey) kafkago.Message {
 	v := binary.BigEndian.AppendUint32([]byte{wireWatermark}, uint32(q))
-	return kafka.Message{Key: watermarkKey(q), Value: appendKey(v, bound)}
+	return kafkago.Message{Key: watermarkKey(q), Value: appendKey(v, bound)}
 }
 
 // parseFlagsRecord reads a flags-topic record.
@@ -160,10 +160,10 @@ func chunkKeyPrefix(stage string, part int) string {
 }
 
 // chunkMessages splits data, snapshot number seq, into changelog messages.
-func chunkMessages(stage string, part int, seq uint64, data []byte) []kafka.Message {
+func chunkMessages(stage string, part int, seq uint64, data []byte) []kafkago.Message {
 	n := max((len(data)+chunkSize-1)/chunkSize, 1)
 	sum := crc32.Checksum(data, crcTable)
-	msgs := make([]kafka.Message, n)
+	msgs := make([]kafkago.Message, n)
 	for i := range n {
 		part0 := data[min(i*chunkSize, len(data)):min((i+1)*chunkSize, len(data))]
 		v := make([]byte, 0, chunkHead+len(part0))
@@ -175,7 +175,7 @@ func chunkMessages(stage string, part int, seq uint64, data []byte) []kafka.Mess
 		v = binary.BigEndian.AppendUint32(v, sum)
 		v = append(v, part0...)
 		key := chunkKeyPrefix(stage, part) + strconv.FormatUint(seq%2, 10) + "/" + strconv.Itoa(i)
-		msgs[i] = kafka.Message{Key: []byte(key), Value: v}
+		msgs[i] = kafkago.Message{Key: []byte(key), Value: v}
 	}
 	return msgs
 }

@@ -1,4 +1,4 @@
-package ingest_test
+package geoip_test
 
 import (
 	"bytes"
@@ -20,8 +20,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shopguard/shopguard"
-	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/geodemo"
+	"github.com/shopguard/shopguard/ingest/geoip"
 )
 
 // geoDB writes a demo City database of the named geodemo cities and returns
@@ -62,9 +62,9 @@ func geoRawDB(t *testing.T, typ, description string, records map[string]mmdbtype
 	return path
 }
 
-func openGeo(t testing.TB, path string, cacheBytes int, reg prometheus.Registerer, log *slog.Logger) *ingest.GeoIP {
+func openGeo(t testing.TB, path string, cacheBytes int, reg prometheus.Registerer, log *slog.Logger) *geoip.DB {
 	t.Helper()
-	g, err := ingest.OpenGeoIP(ingest.GeoIPConfig{Path: path, CacheBytes: cacheBytes}, reg, log)
+	g, err := geoip.Open(geoip.Config{Path: path, CacheBytes: cacheBytes}, reg, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, g.Close()) })
 	return g
@@ -102,7 +102,7 @@ func geoCity(t *testing.T, name string) geodemo.City {
 
 func TestGeoIPLocate(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	g := openGeo(t, geoDB(t, "Tokyo", "Frankfurt"), ingest.DefaultGeoIPConfig.CacheBytes, reg, nil)
+	g := openGeo(t, geoDB(t, "Tokyo", "Frankfurt"), geoip.DefaultConfig.CacheBytes, reg, nil)
 
 	tokyo := shopguard.Geo{Lat: 35.6895, Lon: 139.6917, RadiusKM: 20, Country: "JP", City: "Tokyo"}
 	frankfurt := shopguard.Geo{Lat: 50.1109, Lon: 8.6821, RadiusKM: 20, Country: "DE", City: "Frankfurt"}
@@ -160,7 +160,7 @@ func TestGeoIPLocate(t *testing.T) {
 
 func TestGeoIPSkipsUnlocatable(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	g := openGeo(t, geoDB(t, "Tokyo"), ingest.DefaultGeoIPConfig.CacheBytes, reg, nil)
+	g := openGeo(t, geoDB(t, "Tokyo"), geoip.DefaultConfig.CacheBytes, reg, nil)
 	addrs := []string{
 		"10.1.2.3", "172.16.5.4", "192.168.1.1", "100.64.1.1", "100.127.255.254", "192.0.2.1", "198.51.100.7",
 		"203.0.113.9", "198.18.0.1", "127.0.0.1", "169.254.1.1", "0.0.0.0", "224.0.0.1", "255.255.255.255",
@@ -188,7 +188,7 @@ func TestGeoIPDemoWorld(t *testing.T) {
 		want := shopguard.Geo{Lat: c.Lat, Lon: c.Lon, RadiusKM: c.RadiusKM, Country: c.Country, City: c.Name}
 		for i := range uint32(600) {
 			ip := c.Addr(i * 7)
-			require.True(t, ingest.Locatable(ip), "%s %s", c.Name, ip)
+			require.True(t, geoip.Locatable(ip), "%s %s", c.Name, ip)
 			got, ok := g.Locate(ip)
 			require.True(t, ok, "%s %s", c.Name, ip)
 			require.Equal(t, want, got, ip.String())
@@ -212,7 +212,7 @@ func TestGeoIPUnlocatedRecords(t *testing.T) {
 		}},
 	})
 	reg := prometheus.NewRegistry()
-	g := openGeo(t, path, ingest.DefaultGeoIPConfig.CacheBytes, reg, nil)
+	g := openGeo(t, path, geoip.DefaultConfig.CacheBytes, reg, nil)
 	for range 3 {
 		_, ok := g.Locate(netip.MustParseAddr("45.95.147.10"))
 		require.False(t, ok)
@@ -244,7 +244,7 @@ func TestGeoIPWithoutCache(t *testing.T) {
 }
 
 func TestGeoIPCacheHitDoesNotAllocate(t *testing.T) {
-	g := openGeo(t, geoDB(t, "Tokyo", "São Paulo"), ingest.DefaultGeoIPConfig.CacheBytes, prometheus.NewRegistry(), nil)
+	g := openGeo(t, geoDB(t, "Tokyo", "São Paulo"), geoip.DefaultConfig.CacheBytes, prometheus.NewRegistry(), nil)
 	for _, s := range []string{
 		geoCity(t, "Tokyo").Addr(3).String(), geoCity(t, "São Paulo").Addr6(9).String(),
 		"8.8.8.8",  // cached as unlocated
@@ -263,7 +263,7 @@ func TestGeoIPCacheHitDoesNotAllocate(t *testing.T) {
 }
 
 func TestGeoIPCachedStringsAreShared(t *testing.T) {
-	g := openGeo(t, geoDB(t, "Tokyo"), ingest.DefaultGeoIPConfig.CacheBytes, nil, nil)
+	g := openGeo(t, geoDB(t, "Tokyo"), geoip.DefaultConfig.CacheBytes, nil, nil)
 	tokyo := geoCity(t, "Tokyo")
 	a, ok := g.Locate(tokyo.Addr(1)) // from the database
 	require.True(t, ok)
@@ -282,7 +282,7 @@ func TestGeoIPCachedStringsAreShared(t *testing.T) {
 func unsafeStringData(s string) *byte { return unsafe.StringData(s) }
 
 func TestGeoIPConcurrent(t *testing.T) {
-	g := openGeo(t, geoDB(t, "Tokyo", "Frankfurt"), ingest.DefaultGeoIPConfig.CacheBytes, prometheus.NewRegistry(), nil)
+	g := openGeo(t, geoDB(t, "Tokyo", "Frankfurt"), geoip.DefaultConfig.CacheBytes, prometheus.NewRegistry(), nil)
 	tokyo, fra := geoCity(t, "Tokyo"), geoCity(t, "Frankfurt")
 	var wg sync.WaitGroup
 	for w := range 4 {
@@ -306,14 +306,14 @@ func TestGeoIPConcurrent(t *testing.T) {
 func TestGeoIPClose(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	path := geoDB(t, "Tokyo")
-	g, err := ingest.OpenGeoIP(ingest.GeoIPConfig{Path: path, CacheBytes: ingest.DefaultGeoIPConfig.CacheBytes}, reg, nil)
+	g, err := geoip.Open(geoip.Config{Path: path, CacheBytes: geoip.DefaultConfig.CacheBytes}, reg, nil)
 	require.NoError(t, err)
 	ip := geoCity(t, "Tokyo").Addr(1)
 	_, ok := g.Locate(ip)
 	require.True(t, ok)
 
 	// A second locator cannot register the same metrics…
-	_, err = ingest.OpenGeoIP(ingest.GeoIPConfig{Path: path}, reg, nil)
+	_, err = geoip.Open(geoip.Config{Path: path}, reg, nil)
 	require.ErrorContains(t, err, "register metrics")
 
 	require.NoError(t, g.Close())
@@ -330,7 +330,7 @@ func TestGeoIPClose(t *testing.T) {
 func TestOpenGeoIPErrors(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "nope", "GeoLite2-City.mmdb")
-	_, err := ingest.OpenGeoIP(ingest.GeoIPConfig{Path: missing}, nil, nil)
+	_, err := geoip.Open(geoip.Config{Path: missing}, nil, nil)
 	require.ErrorIs(t, err, fs.ErrNotExist)
 	require.ErrorContains(t, err, missing)
 
@@ -338,12 +338,12 @@ func TestOpenGeoIPErrors(t *testing.T) {
 	junk := make([]byte, 4096)
 	_, _ = rand.Read(junk)
 	require.NoError(t, os.WriteFile(corrupt, junk, 0o644))
-	_, err = ingest.OpenGeoIP(ingest.GeoIPConfig{Path: corrupt}, nil, nil)
+	_, err = geoip.Open(geoip.Config{Path: corrupt}, nil, nil)
 	require.ErrorContains(t, err, corrupt)
 
 	empty := filepath.Join(dir, "empty.mmdb")
 	require.NoError(t, os.WriteFile(empty, nil, 0o644))
-	_, err = ingest.OpenGeoIP(ingest.GeoIPConfig{Path: empty}, nil, nil)
+	_, err = geoip.Open(geoip.Config{Path: empty}, nil, nil)
 	require.ErrorContains(t, err, empty)
 
 	// A database cut short inside its metadata (at the end of the file).
@@ -351,16 +351,16 @@ func TestOpenGeoIPErrors(t *testing.T) {
 	require.NoError(t, err)
 	truncated := filepath.Join(dir, "truncated.mmdb")
 	require.NoError(t, os.WriteFile(truncated, good[:len(good)-40], 0o644))
-	_, err = ingest.OpenGeoIP(ingest.GeoIPConfig{Path: truncated}, nil, nil)
+	_, err = geoip.Open(geoip.Config{Path: truncated}, nil, nil)
 	require.ErrorContains(t, err, truncated)
 
-	_, err = ingest.OpenGeoIP(ingest.GeoIPConfig{Path: dir}, nil, nil)
+	_, err = geoip.Open(geoip.Config{Path: dir}, nil, nil)
 	require.ErrorContains(t, err, dir, "a directory")
 
-	_, err = ingest.OpenGeoIP(ingest.GeoIPConfig{}, nil, nil)
+	_, err = geoip.Open(geoip.Config{}, nil, nil)
 	require.ErrorContains(t, err, "geoip.path")
 
-	_, err = ingest.OpenGeoIP(ingest.GeoIPConfig{Path: geoDB(t, "Tokyo"), CacheBytes: 1 << 20}, nil, nil)
+	_, err = geoip.Open(geoip.Config{Path: geoDB(t, "Tokyo"), CacheBytes: 1 << 20}, nil, nil)
 	require.ErrorContains(t, err, "geoip.cache_bytes")
 
 	rec := map[string]mmdbtype.Map{"45.95.147.0/24": {"autonomous_system_number": mmdbtype.Uint32(64500)}}
@@ -370,7 +370,7 @@ func TestOpenGeoIPErrors(t *testing.T) {
 		"shopguard-Demo-City": "not a City database", // geoip2 does not know the type at all
 	} {
 		path := geoRawDB(t, typ, "", rec)
-		_, err := ingest.OpenGeoIP(ingest.GeoIPConfig{Path: path}, nil, nil)
+		_, err := geoip.Open(geoip.Config{Path: path}, nil, nil)
 		require.ErrorContains(t, err, path, typ)
 		require.ErrorContains(t, err, want, typ)
 		require.ErrorContains(t, err, typ, typ)
@@ -401,15 +401,15 @@ func TestGeoIPDemoWarning(t *testing.T) {
 }
 
 func TestGeoIPConfigValidate(t *testing.T) {
-	require.NoError(t, ingest.DefaultGeoIPConfig.Validate())
-	require.NoError(t, ingest.GeoIPConfig{}.Validate(), "no path and no cache is valid")
-	require.NoError(t, ingest.GeoIPConfig{Path: "/var/lib/GeoIP/GeoLite2-City.mmdb", CacheBytes: 256 << 20}.Validate())
+	require.NoError(t, geoip.DefaultConfig.Validate())
+	require.NoError(t, geoip.Config{}.Validate(), "no path and no cache is valid")
+	require.NoError(t, geoip.Config{Path: "/var/lib/GeoIP/GeoLite2-City.mmdb", CacheBytes: 256 << 20}.Validate())
 
-	err := ingest.GeoIPConfig{Path: " x.mmdb", CacheBytes: -1}.Validate()
+	err := geoip.Config{Path: " x.mmdb", CacheBytes: -1}.Validate()
 	require.ErrorContains(t, err, "geoip.cache_bytes")
 	require.ErrorContains(t, err, "geoip.path")
-	require.ErrorContains(t, ingest.GeoIPConfig{CacheBytes: 1 << 20}.Validate(), "geoip.cache_bytes")
-	require.ErrorContains(t, ingest.GeoIPConfig{CacheBytes: 1 << 40}.Validate(), "geoip.cache_bytes")
+	require.ErrorContains(t, geoip.Config{CacheBytes: 1 << 20}.Validate(), "geoip.cache_bytes")
+	require.ErrorContains(t, geoip.Config{CacheBytes: 1 << 40}.Validate(), "geoip.cache_bytes")
 }
 
 func TestLocatable(t *testing.T) {
@@ -420,7 +420,7 @@ func TestLocatable(t *testing.T) {
 		"2002:c000:201::1", "2606:4700::1111",
 	}
 	for _, s := range public {
-		require.True(t, ingest.Locatable(netip.MustParseAddr(s)), s)
+		require.True(t, geoip.Locatable(netip.MustParseAddr(s)), s)
 	}
 	special := []string{
 		"0.0.0.0", "0.1.2.3", "10.0.0.1", "10.255.255.255", "100.64.0.0", "100.127.255.255", "127.0.0.1",
@@ -433,7 +433,7 @@ func TestLocatable(t *testing.T) {
 		"fec0::1", "ff02::1", "ff0e::1",
 	}
 	for _, s := range special {
-		require.False(t, ingest.Locatable(netip.MustParseAddr(s)), s)
+		require.False(t, geoip.Locatable(netip.MustParseAddr(s)), s)
 	}
-	require.False(t, ingest.Locatable(netip.Addr{}))
+	require.False(t, geoip.Locatable(netip.Addr{}))
 }

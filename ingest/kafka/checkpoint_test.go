@@ -1,4 +1,4 @@
-package ingest_test
+package kafka_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/shopguard/shopguard"
 	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/kafka"
 	"github.com/shopguard/shopguard/ingest/kafkatest"
 )
 
@@ -37,20 +38,20 @@ func TestRewindGroup(t *testing.T) {
 	committed := func() map[int]int64 { return c.Committed(t, cfg.Group, cfg.Topic) }
 
 	// Never committed: every partition is set.
-	before, err := ingest.RewindGroup(ctx, cfg, map[int]int64{0: 10, 1: 10}, nil)
+	before, err := kafka.RewindGroup(ctx, cfg, map[int]int64{0: 10, 1: 10}, nil)
 	require.NoError(t, err)
 	require.Equal(t, map[int]int64{0: -1, 1: -1}, before)
 	require.Equal(t, map[int]int64{0: 10, 1: 10}, committed())
 
 	// Only the partition committed past the checkpoint moves.
-	before, err = ingest.RewindGroup(ctx, cfg, map[int]int64{0: 4, 1: 10}, nil)
+	before, err = kafka.RewindGroup(ctx, cfg, map[int]int64{0: 4, 1: 10}, nil)
 	require.NoError(t, err)
 	require.Equal(t, map[int]int64{0: 10}, before)
 	require.Equal(t, map[int]int64{0: 4, 1: 10}, committed())
 
 	// Committed behind the checkpoint: nothing to do (the source skips
 	// what the state already holds).
-	before, err = ingest.RewindGroup(ctx, cfg, map[int]int64{0: 8, 1: 10}, nil)
+	before, err = kafka.RewindGroup(ctx, cfg, map[int]int64{0: 8, 1: 10}, nil)
 	require.NoError(t, err)
 	require.Empty(t, before)
 	require.Equal(t, map[int]int64{0: 4, 1: 10}, committed())
@@ -59,7 +60,7 @@ func TestRewindGroup(t *testing.T) {
 	h := startKafkaSource(t, memberCfg, nil)
 	h.next()
 	began := time.Now()
-	_, err = ingest.RewindGroup(ctx, cfg, map[int]int64{0: 2, 1: 10}, nil)
+	_, err = kafka.RewindGroup(ctx, cfg, map[int]int64{0: 2, 1: 10}, nil)
 	require.ErrorContains(t, err, "the group kept members")
 	require.GreaterOrEqual(t, time.Since(began), cfg.SessionTimeout+cfg.RebalanceTimeout)
 	require.Equal(t, map[int]int64{0: 4, 1: 10}, committed())
@@ -67,7 +68,7 @@ func TestRewindGroup(t *testing.T) {
 	// Once it has left, the rewind goes through.
 	require.NoError(t, h.stop())
 	require.NoError(t, h.src.Close(ctx))
-	before, err = ingest.RewindGroup(ctx, cfg, map[int]int64{0: 2, 1: 10}, nil)
+	before, err = kafka.RewindGroup(ctx, cfg, map[int]int64{0: 2, 1: 10}, nil)
 	require.NoError(t, err)
 	require.Equal(t, map[int]int64{0: 4}, before)
 	require.Equal(t, map[int]int64{0: 2, 1: 10}, committed())
@@ -75,7 +76,7 @@ func TestRewindGroup(t *testing.T) {
 	// A cancelled wait returns at once.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	_, err = ingest.RewindGroup(cctx, cfg, map[int]int64{0: 1}, nil)
+	_, err = kafka.RewindGroup(cctx, cfg, map[int]int64{0: 1}, nil)
 	require.ErrorIs(t, err, context.Canceled)
 }
 
@@ -91,8 +92,8 @@ func TestFlushToCommitsNoFurther(t *testing.T) {
 	c.ProduceLines(t, auditTopic, 1, lines...)
 	cfg := kafkaTestConfig(c)
 	reg := prometheus.NewRegistry()
-	src, err := ingest.NewKafkaSource(cfg, ingest.KafkaSourceOptions{Metrics: ingest.NewMetrics(reg),
-		Kafka: ingest.NewKafkaMetrics(reg), Logger: kafkaTestLogger, CommitOnFlush: true})
+	src, err := kafka.NewSource(cfg, kafka.SourceOptions{Metrics: ingest.NewMetrics(reg),
+		Kafka: kafka.NewMetrics(reg), Logger: kafkaTestLogger, CommitOnFlush: true})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan shopguard.Batch, 4)

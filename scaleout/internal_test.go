@@ -1,4 +1,4 @@
-package ingest
+package scaleout
 
 import (
 	"context"
@@ -9,10 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest/kafka"
 	"github.com/shopguard/shopguard/ingest/kafkatest"
 )
 
@@ -188,18 +189,18 @@ func TestTaskStateRoundTrip(t *testing.T) {
 
 func TestScaleWireRecords(t *testing.T) {
 	k := scaleKey{t: 1767571200123456789, p: 4, off: 99}
-	ev := kafka.Message{Headers: []kafka.Header{eventHeader(k)}}
+	ev := kafkago.Message{Headers: []kafkago.Header{eventHeader(k)}}
 	kind, got, _, err := parseInternal(&ev)
 	require.NoError(t, err)
 	require.Equal(t, byte(wireEvent), kind)
 	require.Equal(t, k, got)
-	hb := kafka.Message{Headers: []kafka.Header{{Key: "other", Value: []byte("x")}, heartbeatHeader(k, true)}}
+	hb := kafkago.Message{Headers: []kafkago.Header{{Key: "other", Value: []byte("x")}, heartbeatHeader(k, true)}}
 	kind, got, idle, err := parseInternal(&hb)
 	require.NoError(t, err)
 	require.Equal(t, byte(wireHeartbeat), kind)
 	require.Equal(t, k, got)
 	require.True(t, idle)
-	_, _, _, err = parseInternal(&kafka.Message{})
+	_, _, _, err = parseInternal(&kafkago.Message{})
 	require.Error(t, err)
 
 	f := scaleFlag{k: k, prefix: netip.MustParsePrefix("45.95.147.0/24"), t: 1767571200000000000, id: "9f2c"}
@@ -233,8 +234,8 @@ func TestScaleWireRecords(t *testing.T) {
 }
 
 func TestScaleConfigValidate(t *testing.T) {
-	require.NoError(t, DefaultScaleConfig.Validate())
-	c := DefaultScaleConfig
+	require.NoError(t, DefaultConfig.Validate())
+	c := DefaultConfig
 	c.Prefix = "bad prefix"
 	c.Partitions = -1
 	c.FlagsPartitions = 0
@@ -248,8 +249,8 @@ func TestScaleConfigValidate(t *testing.T) {
 		"scale_out.replication_factor", "scale_out.snapshot_interval", "scale_out.idle_timeout", "scale_out.max_buffered"} {
 		require.ErrorContains(t, err, key)
 	}
-	names := DefaultScaleConfig.Topics("shopguard")
-	require.Equal(t, ScaleTopics{ByAccount: "shopguard-by-account", BySource: "shopguard-by-source",
+	names := DefaultConfig.Topics("shopguard")
+	require.Equal(t, Topics{ByAccount: "shopguard-by-account", BySource: "shopguard-by-source",
 		Flags: "shopguard-source-flags", Changelog: "shopguard-changelog", RepartitionGroup: "shopguard",
 		SourceGroup: "shopguard-source", AccountGroup: "shopguard-account"}, names)
 }
@@ -264,11 +265,11 @@ func (nopSink) Send(context.Context, ...shopguard.Finding) error { return nil }
 // the leftovers of an older one.
 func TestScaleSnapshotSlots(t *testing.T) {
 	c := kafkatest.New(t, map[string]int32{"admin-audit": 2})
-	kc := DefaultKafkaConfig
+	kc := kafka.DefaultConfig
 	kc.Brokers = c.Addrs()
 	kc.MaxRetries = 3
-	s, err := NewScaleOut(kc, DefaultScaleConfig, ScaleOptions{
-		NewEngine:  func(string) (ScaleEngine, error) { return nil, nil },
+	s, err := New(kc, DefaultConfig, Options{
+		NewEngine:  func(string) (Engine, error) { return nil, nil },
 		Sink:       nopSink{},
 		IPv4Prefix: 24, IPv6Prefix: 64,
 	})

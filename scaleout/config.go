@@ -1,19 +1,21 @@
-package ingest
+package scaleout
 
 import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
-// ScaleConfig configures scale-out (YAML key "scale_out"): N instances of
+// Config configures scale-out (YAML key "scale_out"): N instances of
 // shopguard in one consumer group that together give the findings one
-// instance gives. See ScaleOut for the topology and docs/scaling.md for how
+// instance gives. See Runtime for the topology and docs/scaling.md for how
 // to run it. The connection settings, the audit topic and the group come
 // from KafkaConfig.
 //
-// Decoding YAML into a ScaleConfig starts from DefaultScaleConfig.
-type ScaleConfig struct {
+// Decoding YAML into a Config starts from DefaultConfig.
+type Config struct {
 	// Enabled turns scale-out on. Off (the default), `shopguard run` is
 	// the single-process pipeline and creates no internal topics.
 	Enabled bool `yaml:"enabled"`
@@ -62,8 +64,8 @@ type ScaleConfig struct {
 	FlagsCompactionLag time.Duration `yaml:"flags_compaction_lag"`
 }
 
-// DefaultScaleConfig is the scale-out configuration unless configured: off.
-var DefaultScaleConfig = ScaleConfig{
+// DefaultConfig is the scale-out configuration unless configured: off.
+var DefaultConfig = Config{
 	FlagsPartitions:    1,
 	ReplicationFactor:  -1,
 	CreateTopics:       true,
@@ -74,24 +76,24 @@ var DefaultScaleConfig = ScaleConfig{
 }
 
 // UnmarshalYAML fills the keys the YAML leaves out from
-// DefaultScaleConfig. It uses the decoder's own unmarshal, so a strict
+// DefaultConfig. It uses the decoder's own unmarshal, so a strict
 // decoder stays strict.
-func (c *ScaleConfig) UnmarshalYAML(unmarshal func(any) error) error {
-	*c = DefaultScaleConfig
-	type plain ScaleConfig
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultConfig
+	type plain Config
 	return unmarshal((*plain)(c))
 }
 
 // Validate returns every problem of c at once, each naming its key below
 // "scale_out.".
-func (c ScaleConfig) Validate() error {
+func (c Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("scale_out.%s: %s", key, fmt.Sprintf(format, args...)))
 	}
 	if c.Prefix != "" {
 		// The longest suffix must still give a valid topic name.
-		if msg := topicProblem(c.Prefix + "-source-flags"); msg != "" {
+		if msg := kafka.TopicProblem(c.Prefix + "-source-flags"); msg != "" {
 			bad("prefix", "%q does not make valid topic names: %s", c.Prefix, msg)
 		}
 	}
@@ -122,9 +124,9 @@ func (c ScaleConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ScaleTopics names the internal topics and groups of a scaled-out
+// Topics names the internal topics and groups of a scaled-out
 // shopguard.
-type ScaleTopics struct {
+type Topics struct {
 	ByAccount, BySource, Flags, Changelog string
 	// RepartitionGroup is kafka.group itself; the stages have their own
 	// groups, since each reads a different topic.
@@ -132,12 +134,12 @@ type ScaleTopics struct {
 }
 
 // Topics returns the names for the audit consumer group group.
-func (c ScaleConfig) Topics(group string) ScaleTopics {
+func (c Config) Topics(group string) Topics {
 	p := c.Prefix
 	if p == "" {
 		p = group
 	}
-	return ScaleTopics{
+	return Topics{
 		ByAccount:        p + "-by-account",
 		BySource:         p + "-by-source",
 		Flags:            p + "-source-flags",

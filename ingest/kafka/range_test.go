@@ -1,4 +1,4 @@
-package ingest_test
+package kafka_test
 
 import (
 	"context"
@@ -10,11 +10,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/shopguard/shopguard"
 	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/kafka"
 	"github.com/shopguard/shopguard/ingest/kafkatest"
 )
 
@@ -35,9 +36,9 @@ func kafkaRangeEvents(n int) []shopguard.Event {
 
 // replayKafkaRange runs a KafkaRangeSource to its end and returns the ids it
 // delivered, in order, and Run's result.
-func replayKafkaRange(t *testing.T, cfg ingest.KafkaConfig, rng ingest.KafkaRange, m *ingest.Metrics) ([]string, error) {
+func replayKafkaRange(t *testing.T, cfg kafka.Config, rng kafka.Range, m *ingest.Metrics) ([]string, error) {
 	t.Helper()
-	src, err := ingest.NewKafkaRangeSource(cfg, rng, ingest.KafkaSourceOptions{Metrics: m, Logger: kafkaTestLogger})
+	src, err := kafka.NewRangeSource(cfg, rng, kafka.SourceOptions{Metrics: m, Logger: kafkaTestLogger})
 	require.NoError(t, err)
 	out := make(chan shopguard.Batch, 1)
 	done := make(chan error, 1)
@@ -81,13 +82,13 @@ func TestKafkaRangeSource(t *testing.T) {
 	// Invalid messages inside and after the window are skipped; the one
 	// after it is not even read.
 	c.ProduceEvents(t, auditTopic, evs[:100]...)
-	c.Produce(t, auditTopic, kafkatest.ToPartition(1, kafka.Message{Value: []byte("not json"), Time: kafkaT0.Add(100 * time.Minute)}))
+	c.Produce(t, auditTopic, kafkatest.ToPartition(1, kafkago.Message{Value: []byte("not json"), Time: kafkaT0.Add(100 * time.Minute)}))
 	c.ProduceEvents(t, auditTopic, evs[100:]...)
-	c.Produce(t, auditTopic, kafkatest.ToPartition(2, kafka.Message{Value: []byte("{}"), Time: kafkaT0.Add(500 * time.Minute)}))
+	c.Produce(t, auditTopic, kafkatest.ToPartition(2, kafkago.Message{Value: []byte("{}"), Time: kafkaT0.Add(500 * time.Minute)}))
 
 	since, until := kafkaT0.Add(50*time.Minute), kafkaT0.Add(150*time.Minute)
 	m := ingest.NewMetrics(prometheus.NewRegistry())
-	got, err := replayKafkaRange(t, cfg, ingest.KafkaRange{Since: since, Until: until, Slack: -1}, m)
+	got, err := replayKafkaRange(t, cfg, kafka.Range{Since: since, Until: until, Slack: -1}, m)
 	require.NoError(t, err)
 	require.Equal(t, kafkaIDsBetween(50, 150), got, "both ends included, in time order across partitions")
 	require.EqualValues(t, 101, m.Stats().Events)
@@ -116,10 +117,10 @@ func TestKafkaRangeSource(t *testing.T) {
 	require.Equal(t, fromFile, got)
 
 	// A window before everything and one after everything are empty.
-	got, err = replayKafkaRange(t, cfg, ingest.KafkaRange{Since: kafkaT0.Add(-time.Hour), Until: kafkaT0.Add(-time.Minute), Slack: -1}, nil)
+	got, err = replayKafkaRange(t, cfg, kafka.Range{Since: kafkaT0.Add(-time.Hour), Until: kafkaT0.Add(-time.Minute), Slack: -1}, nil)
 	require.NoError(t, err)
 	require.Empty(t, got)
-	got, err = replayKafkaRange(t, cfg, ingest.KafkaRange{Since: kafkaT0.Add(1000 * time.Minute), Until: kafkaT0.Add(2000 * time.Minute)}, nil)
+	got, err = replayKafkaRange(t, cfg, kafka.Range{Since: kafkaT0.Add(1000 * time.Minute), Until: kafkaT0.Add(2000 * time.Minute)}, nil)
 	require.NoError(t, err)
 	require.Empty(t, got)
 }
@@ -136,14 +137,14 @@ func TestKafkaRangeTiesAndSlack(t *testing.T) {
 		return kafkatest.EncodeEvent(&e)
 	}
 	c.Produce(t, auditTopic,
-		kafkatest.ToPartition(1, kafka.Message{Value: ev("p1-a", at), Time: at}),
-		kafkatest.ToPartition(1, kafka.Message{Value: ev("p1-b", at), Time: at}),
-		kafkatest.ToPartition(0, kafka.Message{Value: ev("p0-a", at), Time: at}),
-		kafkatest.ToPartition(0, kafka.Message{Value: ev("p0-early", at.Add(-time.Minute)), Time: at}),
+		kafkatest.ToPartition(1, kafkago.Message{Value: ev("p1-a", at), Time: at}),
+		kafkatest.ToPartition(1, kafkago.Message{Value: ev("p1-b", at), Time: at}),
+		kafkatest.ToPartition(0, kafkago.Message{Value: ev("p0-a", at), Time: at}),
+		kafkatest.ToPartition(0, kafkago.Message{Value: ev("p0-early", at.Add(-time.Minute)), Time: at}),
 		// Written three minutes after its event time, past the window's end.
-		kafkatest.ToPartition(0, kafka.Message{Value: ev("p0-late", at.Add(time.Minute)), Time: at.Add(4 * time.Minute)}),
+		kafkatest.ToPartition(0, kafkago.Message{Value: ev("p0-late", at.Add(time.Minute)), Time: at.Add(4 * time.Minute)}),
 	)
-	rng := ingest.KafkaRange{Since: at.Add(-time.Minute), Until: at.Add(time.Minute)}
+	rng := kafka.Range{Since: at.Add(-time.Minute), Until: at.Add(time.Minute)}
 	got, err := replayKafkaRange(t, cfg, rng, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{"p0-a", "p0-early", "p1-a", "p1-b", "p0-late"}, got,
@@ -160,11 +161,11 @@ func TestKafkaRangeStrict(t *testing.T) {
 	cfg := kafkaTestConfig(c)
 	evs := kafkaRangeEvents(10)
 	msgs := kafkatest.EventMessages(evs...)
-	msgs[6] = kafka.Message{Value: []byte(`{"time":"yesterday"}`), Time: evs[6].Time}
+	msgs[6] = kafkago.Message{Value: []byte(`{"time":"yesterday"}`), Time: evs[6].Time}
 	c.Produce(t, auditTopic, msgs...)
 
 	m := ingest.NewMetrics(prometheus.NewRegistry())
-	got, err := replayKafkaRange(t, cfg, ingest.KafkaRange{Since: kafkaT0, Until: kafkaT0.Add(time.Hour), Strict: true}, m)
+	got, err := replayKafkaRange(t, cfg, kafka.Range{Since: kafkaT0, Until: kafkaT0.Add(time.Hour), Strict: true}, m)
 	require.ErrorContains(t, err, "admin-audit/0/6: invalid message: ")
 	require.ErrorIs(t, err, ingest.ErrMalformed)
 	require.Equal(t, kafkaIDsBetween(0, 5), got, "the events before it are delivered")
@@ -172,11 +173,11 @@ func TestKafkaRangeStrict(t *testing.T) {
 }
 
 func TestKafkaRangeErrors(t *testing.T) {
-	cfg := ingest.DefaultKafkaConfig
+	cfg := kafka.DefaultConfig
 	cfg.Brokers = []string{"127.0.0.1:1"}
-	_, err := ingest.NewKafkaRangeSource(cfg, ingest.KafkaRange{Since: kafkaT0, Until: kafkaT0.Add(-time.Second)}, ingest.KafkaSourceOptions{})
+	_, err := kafka.NewRangeSource(cfg, kafka.Range{Since: kafkaT0, Until: kafkaT0.Add(-time.Second)}, kafka.SourceOptions{})
 	require.ErrorContains(t, err, "until: 2026-01-07T08:59:59Z is before since")
-	_, err = ingest.NewKafkaRangeSource(cfg, ingest.KafkaRange{}, ingest.KafkaSourceOptions{})
+	_, err = kafka.NewRangeSource(cfg, kafka.Range{}, kafka.SourceOptions{})
 	require.ErrorContains(t, err, "since: a start time is required")
 	require.ErrorContains(t, err, "until: an end time is required")
 
@@ -184,6 +185,6 @@ func TestKafkaRangeErrors(t *testing.T) {
 	cfg = kafkaTestConfig(c)
 	cfg.Topic = "no-such-topic"
 	cfg.MaxRetries = 1
-	_, err = replayKafkaRange(t, cfg, ingest.KafkaRange{Since: kafkaT0, Until: kafkaT0.Add(time.Hour)}, nil)
+	_, err = replayKafkaRange(t, cfg, kafka.Range{Since: kafkaT0, Until: kafkaT0.Add(time.Hour)}, nil)
 	require.ErrorContains(t, err, "topic no-such-topic")
 }

@@ -1,4 +1,4 @@
-package ingest
+package scaleout
 
 import (
 	"context"
@@ -8,23 +8,25 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
 // scaleTask is one partition of a stage: its engine, its order buffer and
 // where it reads.
 type scaleTask struct {
-	s     *ScaleOut
-	gen   *kafka.Generation
+	s     *Runtime
+	gen   *kafkago.Generation
 	stage string
 	topic string
 	part  int
 	log   *slog.Logger
 
-	eng     ScaleEngine
-	flagger ScaleFlagger // account stage
+	eng     Engine
+	flagger Flagger // account stage
 	order   *scaleOrder
 	next    int64  // next offset of the internal partition to read
 	seq     uint64 // number of the last snapshot written or restored
@@ -40,7 +42,7 @@ type scaleTask struct {
 
 	ev       shopguard.Event
 	fs       []shopguard.Finding
-	flagMsgs []kafka.Message
+	flagMsgs []kafkago.Message
 
 	buffered prometheus.Gauge
 	lateC    prometheus.Counter
@@ -50,7 +52,7 @@ type scaleTask struct {
 // runTask runs one partition of a stage until ctx is done: it restores the
 // partition's state from the changelog, processes, snapshots periodically,
 // and snapshots once more at the end.
-func (s *ScaleOut) runTask(ctx context.Context, gen *kafka.Generation, stage string, part int) {
+func (s *Runtime) runTask(ctx context.Context, gen *kafkago.Generation, stage string, part int) {
 	topic := s.names.ByAccount
 	if stage == StageSource {
 		topic = s.names.BySource
@@ -82,7 +84,7 @@ func (s *ScaleOut) runTask(ctx context.Context, gen *kafka.Generation, stage str
 
 	// The reader runs in its own goroutine so that the task can also act
 	// on flags, progress and the snapshot timer while no message comes.
-	fetched := make(chan []kafka.Message, 1)
+	fetched := make(chan []kafkago.Message, 1)
 	fctx, stopFetch := context.WithCancel(ctx)
 	fetchDone := make(chan struct{})
 	go func() {
@@ -93,9 +95,9 @@ func (s *ScaleOut) runTask(ctx context.Context, gen *kafka.Generation, stage str
 				return
 			}
 			if err != nil {
-				s.opts.Kafka.fetchErrors.Add(1)
+				s.opts.Kafka.FetchError()
 				t.log.Warn("fetch did not succeed; retrying", "err", err)
-				if sleepCtx(fctx, s.kc.RetryBackoff) != nil {
+				if kafka.Sleep(fctx, s.kc.RetryBackoff) != nil {
 					return
 				}
 				continue
@@ -167,13 +169,13 @@ func (t *scaleTask) restore(ctx context.Context) error {
 	}
 	t.eng = eng
 	if t.stage == StageAccount {
-		f, ok := eng.(ScaleFlagger)
+		f, ok := eng.(Flagger)
 		if !ok {
 			return errors.New("the account stage's engine cannot take source flags")
 		}
 		t.flagger = f
 	}
-	if _, ok := eng.(ScaleSnapshotter); !ok {
+	if _, ok := eng.(Snapshotter); !ok {
 		s.warned.Do(func() {
 			s.log.Warn("the engine cannot snapshot its state: a partition that moves to another instance starts with empty state")
 		})
@@ -197,7 +199,7 @@ func (t *scaleTask) restore(ctx context.Context) error {
 					return err
 				}
 				if t.stage == StageAccount {
-					t.flagger = t.eng.(ScaleFlagger)
+					t.flagger = t.eng.(Flagger)
 				}
 				result = restoreUnusable
 			}
@@ -228,7 +230,7 @@ func (t *scaleTask) restore(ctx context.Context) error {
 
 // receive takes a batch of messages of the partition into the order
 // buffer.
-func (t *scaleTask) receive(msgs []kafka.Message) {
+func (t *scaleTask) receive(msgs []kafkago.Message) {
 	before := len(t.order.items)
 	for i := range msgs {
 		m := &msgs[i]
@@ -292,7 +294,7 @@ func (t *scaleTask) process(sinkCtx context.Context) error {
 			t.lateC.Inc()
 		}
 		n++
-		if err := Decode(it.raw, &t.ev); err != nil {
+		if err := ingest.Decode(it.raw, &t.ev); err != nil {
 			t.log.Warn("internal event unreadable; skipped", "err", err)
 			continue
 		}
@@ -307,7 +309,7 @@ func (t *scaleTask) process(sinkCtx context.Context) error {
 	if n > 0 {
 		t.dirty = true
 		t.eventsC.Add(float64(n))
-		if o, ok := t.eng.(ScaleObserver); ok && t.stage == StageAccount {
+		if o, ok := t.eng.(Observer); ok && t.stage == StageAccount {
 			o.Observe(n)
 		}
 		t.buffered.Sub(float64(before - len(t.order.items)))
@@ -356,7 +358,7 @@ func (t *scaleTask) snapshot(ctx context.Context) {
 		return
 	}
 	st := &taskState{next: t.next, order: t.order}
-	if sn, ok := t.eng.(ScaleSnapshotter); ok {
+	if sn, ok := t.eng.(Snapshotter); ok {
 		var buf bytesBuffer
 		if err := sn.Snapshot(&buf); err != nil {
 			t.log.Error("engine snapshot not taken", "err", err)

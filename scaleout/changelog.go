@@ -1,4 +1,4 @@
-package ingest
+package scaleout
 
 import (
 	"bytes"
@@ -9,12 +9,12 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // saveSnapshot writes the task's state as snapshot number seq to the
 // changelog and returns once it is acknowledged.
-func (s *ScaleOut) saveSnapshot(ctx context.Context, stage string, part int, seq uint64, st *taskState) error {
+func (s *Runtime) saveSnapshot(ctx context.Context, stage string, part int, seq uint64, st *taskState) error {
 	data := encodeTask(st)
 	msgs := chunkMessages(stage, part, seq, data)
 	cp := part % s.nChangelog
@@ -31,7 +31,7 @@ func (s *ScaleOut) saveSnapshot(ctx context.Context, stage string, part int, seq
 // loadSnapshot reads the newest whole snapshot of the task from the
 // changelog. It returns a nil state if there is none; unusable reports
 // that there were snapshot records but none could be used.
-func (s *ScaleOut) loadSnapshot(ctx context.Context, stage string, part int) (st *taskState, seq uint64, unusable bool, err error) {
+func (s *Runtime) loadSnapshot(ctx context.Context, stage string, part int) (st *taskState, seq uint64, unusable bool, err error) {
 	prefix := chunkKeyPrefix(stage, part)
 	latest := map[string]chunk{} // by key: what compaction would keep
 	var bad int
@@ -99,7 +99,7 @@ func cmpUint(a, b uint64) int {
 // readPartition calls fn for every record of topic/part from its start to
 // the end it has when readPartition begins. Gaps left by compaction are
 // skipped.
-func (s *ScaleOut) readPartition(ctx context.Context, topic string, part int, fn func(key, value []byte)) error {
+func (s *Runtime) readPartition(ctx context.Context, topic string, part int, fn func(key, value []byte)) error {
 	end, err := s.listOffset(ctx, topic, part, true)
 	if err != nil {
 		return err
@@ -111,10 +111,10 @@ func (s *ScaleOut) readPartition(ctx context.Context, topic string, part int, fn
 	for off < end {
 		var got bool
 		err := s.retry(ctx, "read "+topic, func() error {
-			resp, err := s.client.Fetch(ctx, &kafka.FetchRequest{
+			resp, err := s.client.Fetch(ctx, &kafkago.FetchRequest{
 				Topic: topic, Partition: part, Offset: off,
 				MinBytes: 1, MaxBytes: 16 << 20, MaxWait: s.kc.MaxWait,
-				IsolationLevel: kafka.ReadCommitted,
+				IsolationLevel: kafkago.ReadCommitted,
 			})
 			if err != nil {
 				return err
@@ -140,8 +140,8 @@ func (s *ScaleOut) readPartition(ctx context.Context, topic string, part int, fn
 					off = end
 					return nil
 				}
-				key, kerr := kafka.ReadAll(rec.Key)
-				value, verr := kafka.ReadAll(rec.Value)
+				key, kerr := kafkago.ReadAll(rec.Key)
+				value, verr := kafkago.ReadAll(rec.Value)
 				if kerr != nil || verr != nil {
 					return errors.Join(kerr, verr)
 				}
@@ -161,8 +161,8 @@ func (s *ScaleOut) readPartition(ctx context.Context, topic string, part int, fn
 
 // restoreEngine fills a fresh engine from a snapshot's engine part. It
 // returns an error if the snapshot cannot be used with this engine.
-func restoreEngine(eng ScaleEngine, snap []byte) error {
-	sn, ok := eng.(ScaleSnapshotter)
+func restoreEngine(eng Engine, snap []byte) error {
+	sn, ok := eng.(Snapshotter)
 	if !ok {
 		return errors.New("the engine cannot restore snapshots")
 	}

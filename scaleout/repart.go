@@ -1,4 +1,4 @@
-package ingest
+package scaleout
 
 import (
 	"context"
@@ -6,9 +6,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
 // repartition re-keys one partition of the audit topic into the
@@ -19,7 +21,7 @@ import (
 // it is the commit's metadata, so that whoever takes the partition over
 // gives every event the key it had before: the receivers rely on that to
 // drop what is written twice.
-func (s *ScaleOut) repartition(ctx context.Context, gen *kafka.Generation, part int) {
+func (s *Runtime) repartition(ctx context.Context, gen *kafkago.Generation, part int) {
 	topic := s.kc.Topic
 	log := s.log.With("stage", StageRepartition, "topic", topic, "partition", part)
 	next, meta, err := s.committed(ctx, gen.GroupID, topic, part)
@@ -40,7 +42,7 @@ func (s *ScaleOut) repartition(ctx context.Context, gen *kafka.Generation, part 
 	}
 	stNext = st
 	if next < 0 {
-		if next, err = s.listOffset(ctx, topic, part, s.kc.StartOffset == StartLatest); err != nil {
+		if next, err = s.listOffset(ctx, topic, part, s.kc.StartOffset == kafka.StartLatest); err != nil {
 			if ctx.Err() == nil {
 				log.Error("no start offset; giving the partition up", "err", err)
 			}
@@ -70,16 +72,16 @@ func (s *ScaleOut) repartition(ctx context.Context, gen *kafka.Generation, part 
 		defer cancel()
 		commit(fctx)
 	}()
-	lag := s.opts.Kafka.lag.WithLabelValues(strconv.Itoa(part))
+	lag := s.opts.Kafka.Lag(part)
 	// hb appends a heartbeat to every partition of both topics: everything
 	// below (st, part, upTo) has been written.
-	hb := func(dst []kafka.Message, upTo int64, idle bool) []kafka.Message {
-		h := []kafka.Header{heartbeatHeader(scaleKey{t: st, p: int32(part), off: upTo}, idle)}
+	hb := func(dst []kafkago.Message, upTo int64, idle bool) []kafkago.Message {
+		h := []kafkago.Header{heartbeatHeader(scaleKey{t: st, p: int32(part), off: upTo}, idle)}
 		for q := range s.nAccount {
-			dst = append(dst, kafka.Message{Topic: s.names.ByAccount, Headers: h, WriterData: q})
+			dst = append(dst, kafkago.Message{Topic: s.names.ByAccount, Headers: h, WriterData: q})
 		}
 		for q := range s.nSource {
-			dst = append(dst, kafka.Message{Topic: s.names.BySource, Headers: h, WriterData: q})
+			dst = append(dst, kafkago.Message{Topic: s.names.BySource, Headers: h, WriterData: q})
 		}
 		return dst
 	}
@@ -91,7 +93,7 @@ func (s *ScaleOut) repartition(ctx context.Context, gen *kafka.Generation, part 
 	forwarded := s.opts.Scale.events.WithLabelValues(StageRepartition)
 	idle := false
 	var (
-		msgs, out []kafka.Message
+		msgs, out []kafkago.Message
 		evs       []shopguard.Event
 	)
 	for {
@@ -116,9 +118,9 @@ func (s *ScaleOut) repartition(ctx context.Context, gen *kafka.Generation, part 
 			continue
 		}
 		if err != nil {
-			s.opts.Kafka.fetchErrors.Add(1)
+			s.opts.Kafka.FetchError()
 			log.Warn("fetch did not succeed; retrying", "err", err)
-			if sleepCtx(ctx, s.kc.RetryBackoff) != nil {
+			if kafka.Sleep(ctx, s.kc.RetryBackoff) != nil {
 				return
 			}
 			continue
@@ -127,23 +129,23 @@ func (s *ScaleOut) repartition(ctx context.Context, gen *kafka.Generation, part 
 		out, evs = out[:0], evs[:0]
 		for i := range msgs {
 			m := &msgs[i]
-			s.opts.Kafka.messages.Inc()
+			s.opts.Kafka.Message()
 			evs = append(evs, shopguard.Event{})
 			ev := &evs[len(evs)-1]
-			if err := Decode(m.Value, ev); err != nil {
+			if err := ingest.Decode(m.Value, ev); err != nil {
 				evs = evs[:len(evs)-1]
 				s.reject(ctx, m, err)
 				continue
 			}
 			st = max(st, ev.Time.UnixNano())
-			h := []kafka.Header{eventHeader(scaleKey{t: st, p: int32(part), off: m.Offset})}
+			h := []kafkago.Header{eventHeader(scaleKey{t: st, p: int32(part), off: m.Offset})}
 			key := make([]byte, 0, len(ev.ShopID)+1+len(ev.Actor))
 			key = append(append(append(key, ev.ShopID...), 0), ev.Actor...)
-			out = append(out, kafka.Message{Topic: s.names.ByAccount, Key: key, Value: m.Value, Headers: h,
+			out = append(out, kafkago.Message{Topic: s.names.ByAccount, Key: key, Value: m.Value, Headers: h,
 				Time: m.Time, WriterData: partitionOf(key, s.nAccount)})
 			if ev.Action == shopguard.ActionLoginFailure {
 				sk := s.sourceKey(ev.IP)
-				out = append(out, kafka.Message{Topic: s.names.BySource, Key: sk, Value: m.Value, Headers: h,
+				out = append(out, kafkago.Message{Topic: s.names.BySource, Key: sk, Value: m.Value, Headers: h,
 					Time: m.Time, WriterData: partitionOf(sk, s.nSource)})
 			}
 		}
@@ -164,10 +166,10 @@ func (s *ScaleOut) repartition(ctx context.Context, gen *kafka.Generation, part 
 
 // reject hands an invalid audit message to Rejects, naming it
 // topic/partition/offset; it is skipped like in the single-process source.
-func (s *ScaleOut) reject(ctx context.Context, m *kafka.Message, err error) {
-	var derr *DecodeError
+func (s *Runtime) reject(ctx context.Context, m *kafkago.Message, err error) {
+	var derr *ingest.DecodeError
 	if !errors.As(err, &derr) {
-		derr = &DecodeError{Reason: ReasonNotJSON, Msg: err.Error()}
+		derr = &ingest.DecodeError{Reason: ingest.ReasonNotJSON, Msg: err.Error()}
 	}
 	pos := m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
 	if rerr := s.opts.Rejects.Reject(context.WithoutCancel(ctx), pos, m.Value, derr); rerr != nil {

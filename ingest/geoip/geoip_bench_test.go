@@ -1,4 +1,4 @@
-package ingest_test
+package geoip_test
 
 import (
 	"net/netip"
@@ -6,8 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/geodemo"
+	"github.com/shopguard/shopguard/ingest/geoip"
 )
 
 // geoBenchAddrs returns n addresses spread over every demo city, IPv4 and
@@ -29,7 +29,7 @@ func geoBenchAddrs(n int) []netip.Addr {
 // BenchmarkLocateCached measures the hot path: every address is in the
 // cache.
 func BenchmarkLocateCached(b *testing.B) {
-	g := openGeo(b, geoDB(b), ingest.DefaultGeoIPConfig.CacheBytes, prometheus.NewRegistry(), nil)
+	g := openGeo(b, geoDB(b), geoip.DefaultConfig.CacheBytes, prometheus.NewRegistry(), nil)
 	addrs := geoBenchAddrs(4096)
 	for _, ip := range addrs {
 		if _, ok := g.Locate(ip); !ok {
@@ -48,7 +48,7 @@ func BenchmarkLocateCached(b *testing.B) {
 // BenchmarkLocateCachedParallel is the hot path from every core at once,
 // which is where the name table's lock would show.
 func BenchmarkLocateCachedParallel(b *testing.B) {
-	g := openGeo(b, geoDB(b), ingest.DefaultGeoIPConfig.CacheBytes, prometheus.NewRegistry(), nil)
+	g := openGeo(b, geoDB(b), geoip.DefaultConfig.CacheBytes, prometheus.NewRegistry(), nil)
 	addrs := geoBenchAddrs(4096)
 	for _, ip := range addrs {
 		g.Locate(ip)
@@ -79,7 +79,7 @@ func BenchmarkLocateUncached(b *testing.B) {
 
 // BenchmarkLocateSkipped measures the private-address fast path.
 func BenchmarkLocateSkipped(b *testing.B) {
-	g := openGeo(b, geoDB(b, "Tokyo"), ingest.DefaultGeoIPConfig.CacheBytes, prometheus.NewRegistry(), nil)
+	g := openGeo(b, geoDB(b, "Tokyo"), geoip.DefaultConfig.CacheBytes, prometheus.NewRegistry(), nil)
 	ip := netip.MustParseAddr("192.168.10.20")
 	b.ReportAllocs()
 	n := 0

@@ -1,4 +1,12 @@
-package ingest
+// Package geoip places addresses on the map: a shopguard.Locator over a
+// MaxMind-format City database (GeoLite2-City or GeoIP2-City), with a
+// fastcache cache of answers in front of it so that a hot address costs no
+// allocation and no database walk. Private, reserved and other
+// non-public addresses are never looked up.
+//
+// It reads databases; it does not download or update them, and it judges
+// nothing about a location.
+package geoip
 
 import (
 	"encoding/binary"
@@ -20,8 +28,8 @@ import (
 	"github.com/shopguard/shopguard"
 )
 
-// GeoIPConfig configures the GeoIP locator (YAML section geoip).
-type GeoIPConfig struct {
+// Config configures the GeoIP locator (YAML section geoip).
+type Config struct {
 	// Path is a MaxMind-format City database (GeoLite2-City or
 	// GeoIP2-City). Empty means no database: travel is not judged.
 	Path string `yaml:"path"`
@@ -30,8 +38,8 @@ type GeoIPConfig struct {
 	CacheBytes int `yaml:"cache_bytes"`
 }
 
-// DefaultGeoIPConfig is what an absent geoip section or key means.
-var DefaultGeoIPConfig = GeoIPConfig{CacheBytes: geoipMinCacheBytes}
+// DefaultConfig is what an absent geoip section or key means.
+var DefaultConfig = Config{CacheBytes: geoipMinCacheBytes}
 
 const (
 	geoipMinCacheBytes = 32 << 20 // fastcache's 512 buckets of one 64 KiB chunk
@@ -39,8 +47,8 @@ const (
 )
 
 // Validate reports every problem with c at once. An empty Path is valid
-// (GeoIP off); OpenGeoIP is what requires one.
-func (c GeoIPConfig) Validate() error {
+// (GeoIP off); Open is what requires one.
+func (c Config) Validate() error {
 	var errs []error
 	if c.CacheBytes != 0 && (c.CacheBytes < geoipMinCacheBytes || c.CacheBytes > geoipMaxCacheBytes) {
 		errs = append(errs, fmt.Errorf("geoip.cache_bytes: must be 0 (no cache) or between %d (32 MiB) and %d (16 GiB), got %d",
@@ -52,17 +60,17 @@ func (c GeoIPConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// GeoIP implements shopguard.Locator over a MaxMind City database, with a
+// DB implements shopguard.Locator over a MaxMind City database, with a
 // fastcache cache in front of it keyed by the 16-byte address. Unlocated
 // results are cached too, so an address without a record costs one database
 // lookup per cache lifetime. Private and reserved addresses (see Locatable)
 // are never looked up.
 //
-// A GeoIP is safe for concurrent use. A cache hit does not allocate: the
+// A DB is safe for concurrent use. A cache hit does not allocate: the
 // names of each place are interned, so every Geo for a place shares its
 // strings, which callers may keep. Locate after Close reports every address
 // as unlocated.
-type GeoIP struct {
+type DB struct {
 	path   string
 	log    *slog.Logger
 	cache  *fastcache.Cache // nil when CacheBytes is 0
@@ -79,9 +87,9 @@ type GeoIP struct {
 	loggedLookupErr    atomic.Bool
 }
 
-var _ shopguard.Locator = (*GeoIP)(nil)
+var _ shopguard.Locator = (*DB)(nil)
 
-// OpenGeoIP opens the City database at cfg.Path and registers, on reg (nil
+// Open opens the City database at cfg.Path and registers, on reg (nil
 // means unregistered), shopguard_geoip_lookups_total{result} and the cache
 // metrics shopguard_geoip_cache_hits_total, shopguard_geoip_cache_misses_total,
 // shopguard_geoip_cache_entries and shopguard_geoip_cache_bytes, read from the
@@ -90,7 +98,7 @@ var _ shopguard.Locator = (*GeoIP)(nil)
 // A missing, unreadable or corrupt file, or a database that holds no city
 // coordinates (ASN, Country, ISP, …), is an error naming the path. A
 // database whose metadata marks it as demo data is opened with a warning.
-func OpenGeoIP(cfg GeoIPConfig, reg prometheus.Registerer, logger *slog.Logger) (*GeoIP, error) {
+func Open(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*DB, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -104,7 +112,7 @@ func OpenGeoIP(cfg GeoIPConfig, reg prometheus.Registerer, logger *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	g := &GeoIP{path: cfg.Path, log: logger, db: db, reg: reg}
+	g := &DB{path: cfg.Path, log: logger, db: db, reg: reg}
 	if cfg.CacheBytes > 0 {
 		g.cache = fastcache.New(cfg.CacheBytes)
 	}
@@ -192,7 +200,7 @@ func isDemoDB(typ string, description map[string]string) bool {
 // Locate returns where ip is. It returns false, without a lookup, for
 // addresses Locatable rejects, and false for addresses the database has no
 // coordinates for. IPv4-mapped IPv6 addresses are located as IPv4.
-func (g *GeoIP) Locate(ip netip.Addr) (shopguard.Geo, bool) {
+func (g *DB) Locate(ip netip.Addr) (shopguard.Geo, bool) {
 	ip = ip.Unmap()
 	if !Locatable(ip) {
 		g.skipped.Inc()
@@ -227,7 +235,7 @@ func (g *GeoIP) Locate(ip netip.Addr) (shopguard.Geo, bool) {
 	return geo, ok
 }
 
-func (g *GeoIP) count(located bool) {
+func (g *DB) count(located bool) {
 	if located {
 		g.located.Inc()
 	} else {
@@ -238,7 +246,7 @@ func (g *GeoIP) count(located bool) {
 var errGeoIPClosed = errors.New("GeoIP database closed")
 
 // lookup asks the database. A record without coordinates is unlocated.
-func (g *GeoIP) lookup(ip netip.Addr) (shopguard.Geo, bool, error) {
+func (g *DB) lookup(ip netip.Addr) (shopguard.Geo, bool, error) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	if g.db == nil {
@@ -263,7 +271,7 @@ func (g *GeoIP) lookup(ip netip.Addr) (shopguard.Geo, bool, error) {
 
 // Close releases the database and the cache and unregisters the metrics. It
 // is idempotent.
-func (g *GeoIP) Close() error {
+func (g *DB) Close() error {
 	g.mu.Lock()
 	db := g.db
 	g.db = nil
@@ -321,7 +329,7 @@ func encodeGeo(dst []byte, geo shopguard.Geo, located bool) ([]byte, bool) {
 
 // decodeGeo reverses encodeGeo without allocating. A value it cannot read
 // counts as unlocated.
-func (g *GeoIP) decodeGeo(v []byte) (shopguard.Geo, bool) {
+func (g *DB) decodeGeo(v []byte) (shopguard.Geo, bool) {
 	if v[0] != geoipLocated || len(v) < geoipHeader {
 		return shopguard.Geo{}, false
 	}

@@ -1,4 +1,4 @@
-package ingest
+package scaleout
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
 // flagsKeep is how long, in event time behind the newest flag, the table
@@ -148,11 +150,11 @@ func (t *scaleFlags) setWatermark(fp, q int, bound scaleKey) {
 
 // readFlags reads flags partition fp from its beginning into the table
 // until ctx is done.
-func (s *ScaleOut) readFlags(ctx context.Context, fp int) {
+func (s *Runtime) readFlags(ctx context.Context, fp int) {
 	log := s.log.With("topic", s.names.Flags, "partition", fp)
 	r := s.partitionReader(s.names.Flags, fp)
 	defer r.Close()
-	if err := r.SetOffset(-2); err != nil { // kafka.FirstOffset
+	if err := r.SetOffset(-2); err != nil { // kafkago.FirstOffset
 		log.Error("seek to the beginning", "err", err)
 		return
 	}
@@ -163,10 +165,10 @@ func (s *ScaleOut) readFlags(ctx context.Context, fp int) {
 		}
 		if err != nil {
 			if !errors.Is(err, context.DeadlineExceeded) {
-				s.opts.Kafka.fetchErrors.Add(1)
+				s.opts.Kafka.FetchError()
 				log.Warn("fetch did not succeed; retrying", "err", err)
 			}
-			if sleepCtx(ctx, s.kc.RetryBackoff) != nil {
+			if kafka.Sleep(ctx, s.kc.RetryBackoff) != nil {
 				return
 			}
 			continue

@@ -1,4 +1,16 @@
-package ingest
+// Package scaleout runs shopguard on several instances over Kafka, in the
+// style of Kafka Streams: a repartition stage re-keys every valid event of
+// the audit topic by source and by account, two partitioned stages run one
+// detection engine per partition in event-time order (heartbeats and
+// watermarks order what arrives from many producers), a compacted flags
+// table tells account tasks which sources were flagged, and each task's
+// state is changelogged so that it moves with its partition.
+//
+// It imports ingest (decoding, rejects) and ingest/kafka (configuration,
+// metrics), never detect: the engines are handed in through Engine and its
+// one-method companions, which *detect.Engine implements. It does not
+// deliver findings (the caller's shopguard.Sink does) or retry forever.
+package scaleout
 
 import (
 	"context"
@@ -13,52 +25,54 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest"
+	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
-// ScaleEngine is the detection state of one task (one partition of a
+// Engine is the detection state of one task (one partition of a
 // stage) of a scaled-out shopguard. *detect.Engine implements it.
-type ScaleEngine interface {
+type Engine interface {
 	// Process appends the findings for ev to dst and returns it. It must
 	// not retain ev.
 	Process(dst []shopguard.Finding, ev *shopguard.Event) []shopguard.Finding
 }
 
-// ScaleSnapshotter is an engine whose state can move between instances:
+// Snapshotter is an engine whose state can move between instances:
 // Snapshot writes it, and Restore replaces the state of an engine fresh
-// from ScaleOptions.NewEngine with what Snapshot wrote (an error means the
+// from Options.NewEngine with what Snapshot wrote (an error means the
 // snapshot cannot be used). Engines that do not implement it start empty
 // on every rebalance.
-type ScaleSnapshotter interface {
+type Snapshotter interface {
 	Snapshot(w io.Writer) error
 	Restore(r io.Reader) error
 }
 
-// ScaleObserver is an engine that counts the events it processed and
+// Observer is an engine that counts the events it processed and
 // reports its event-time lag (shopguard_engine_events_total and
 // shopguard_event_lag_seconds); the account stage, which every event
 // passes once, calls it after each round.
-type ScaleObserver interface {
+type Observer interface {
 	Observe(events int)
 }
 
-// ScaleFlagger is what the account stage's engines implement besides
-// ScaleEngine: learning that a source (an address as a full-length prefix,
+// Flagger is what the account stage's engines implement besides
+// Engine: learning that a source (an address as a full-length prefix,
 // or a block) was named at t by the credential_stuffing finding id, which
 // another instance's source stage raised.
-type ScaleFlagger interface {
+type Flagger interface {
 	FlagSource(p netip.Prefix, t time.Time, id string)
 }
 
-// ScaleOptions are the collaborators of a ScaleOut.
-type ScaleOptions struct {
+// Options are the collaborators of a Runtime.
+type Options struct {
 	// NewEngine returns an engine with empty state for a task of stage
 	// (StageSource: only credential_stuffing enabled; StageAccount: the
-	// rules keyed by account, whose engines must implement ScaleFlagger).
+	// rules keyed by account, whose engines must implement Flagger).
 	// Required.
-	NewEngine func(stage string) (ScaleEngine, error)
+	NewEngine func(stage string) (Engine, error)
 	// Sink takes the findings of both stages (a record sink returns once
 	// they are durable). Required.
 	Sink shopguard.Sink
@@ -69,12 +83,12 @@ type ScaleOptions struct {
 	// Metrics counts the valid events read from the audit topic, Kafka the
 	// Kafka client metrics, Scale the scale-out metrics (nil: unregistered
 	// ones).
-	Metrics *Metrics
-	Kafka   *KafkaMetrics
-	Scale   *ScaleMetrics
+	Metrics *ingest.Metrics
+	Kafka   *kafka.Metrics
+	Scale   *Metrics
 	// Rejects handles audit messages that are not valid events (nil: a
 	// Rejects with Metrics and Logger).
-	Rejects *Rejects
+	Rejects *ingest.Rejects
 	// Logger receives the logs (nil: discarded).
 	Logger *slog.Logger
 	// ShutdownBudget bounds the final snapshots, commits and deliveries
@@ -82,7 +96,7 @@ type ScaleOptions struct {
 	ShutdownBudget time.Duration
 }
 
-// ScaleOut is one instance of a scaled-out shopguard. Instances sharing
+// Runtime is one instance of a scaled-out shopguard. Instances sharing
 // kafka.group split the work between them through three consumer groups,
 // the way a Kafka Streams application does:
 //
@@ -113,17 +127,17 @@ type ScaleOptions struct {
 // Delivery is at least once: after a crash, what followed the last snapshot
 // is processed again, and its findings, with the same ids, are delivered
 // again.
-type ScaleOut struct {
-	kc    KafkaConfig
-	sc    ScaleConfig
-	opts  ScaleOptions
-	names ScaleTopics
+type Runtime struct {
+	kc    kafka.Config
+	sc    Config
+	opts  Options
+	names Topics
 	log   *slog.Logger
 
-	dialer *kafka.Dialer
-	tr     *kafka.Transport
-	client *kafka.Client
-	w      *kafka.Writer
+	dialer *kafkago.Dialer
+	tr     *kafkago.Transport
+	client *kafkago.Client
+	w      *kafkago.Writer
 
 	// Partition counts, known once Run has set up the topics.
 	nInput, nAccount, nSource, nFlags, nChangelog int
@@ -133,10 +147,10 @@ type ScaleOut struct {
 	warned sync.Once
 }
 
-// NewScaleOut validates the configurations, reads the TLS files and SASL
+// New validates the configurations, reads the TLS files and SASL
 // password kc names, and returns an instance. It does not connect until
 // Run.
-func NewScaleOut(kc KafkaConfig, sc ScaleConfig, opts ScaleOptions) (*ScaleOut, error) {
+func New(kc kafka.Config, sc Config, opts Options) (*Runtime, error) {
 	var errs []error
 	if err := kc.Validate(); err != nil {
 		errs = append(errs, err)
@@ -160,31 +174,31 @@ func NewScaleOut(kc KafkaConfig, sc ScaleConfig, opts ScaleOptions) (*ScaleOut, 
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Kafka == nil {
-		opts.Kafka = NewKafkaMetrics(nil)
+		opts.Kafka = kafka.NewMetrics(nil)
 	}
 	if opts.Scale == nil {
-		opts.Scale = NewScaleMetrics(nil)
+		opts.Scale = NewMetrics(nil)
 	}
 	if opts.Rejects == nil {
-		opts.Rejects = &Rejects{Metrics: opts.Metrics, Logger: opts.Logger}
+		opts.Rejects = &ingest.Rejects{Metrics: opts.Metrics, Logger: opts.Logger}
 	}
 	if opts.ShutdownBudget <= 0 {
 		opts.ShutdownBudget = 5 * time.Second
 	}
-	dialer, err := kc.dialer()
+	dialer, err := kc.Dialer("kafka")
 	if err != nil {
 		return nil, err
 	}
-	tr, err := kc.transport()
+	tr, err := kc.Transport("kafka")
 	if err != nil {
 		return nil, err
 	}
-	s := &ScaleOut{kc: kc, sc: sc, opts: opts, names: sc.Topics(kc.Group), dialer: dialer, tr: tr,
+	s := &Runtime{kc: kc, sc: sc, opts: opts, names: sc.Topics(kc.Group), dialer: dialer, tr: tr,
 		log: opts.Logger.With("component", "scale-out")}
-	s.client = &kafka.Client{Addr: kafka.TCP(kc.Brokers...), Transport: tr, Timeout: kc.DialTimeout + kc.MaxWait}
-	info, errl := kafkaLoggers(s.log)
-	s.w = &kafka.Writer{
-		Addr:     kafka.TCP(kc.Brokers...),
+	s.client = &kafkago.Client{Addr: kafkago.TCP(kc.Brokers...), Transport: tr, Timeout: kc.DialTimeout + kc.MaxWait}
+	info, errl := kafka.Loggers(s.log)
+	s.w = &kafkago.Writer{
+		Addr:     kafkago.TCP(kc.Brokers...),
 		Balancer: toWriterPartition,
 		// kafka-go allocates BatchSize messages for every partition's
 		// batch, and each write touches every partition (heartbeats):
@@ -192,7 +206,7 @@ func NewScaleOut(kc KafkaConfig, sc ScaleConfig, opts ScaleOptions) (*ScaleOut, 
 		BatchSize:    256,
 		BatchBytes:   1_000_000, // under the brokers' default message.max.bytes
 		BatchTimeout: time.Millisecond,
-		RequiredAcks: kafka.RequireAll,
+		RequiredAcks: kafkago.RequireAll,
 		MaxAttempts:  max(kc.MaxRetries, 1),
 		// Retried writes are harmless: receivers drop duplicate events,
 		// and heartbeats, flags and snapshot chunks are idempotent.
@@ -210,7 +224,7 @@ func NewScaleOut(kc KafkaConfig, sc ScaleConfig, opts ScaleOptions) (*ScaleOut, 
 // toWriterPartition sends every message to the partition its WriterData
 // names: shopguard chooses partitions itself (by key hash, or all of them
 // for heartbeats).
-var toWriterPartition = kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { return m.WriterData.(int) })
+var toWriterPartition = kafkago.BalancerFunc(func(m kafkago.Message, _ ...int) int { return m.WriterData.(int) })
 
 // partitionOf maps a key to one of n partitions (FNV-1a).
 func partitionOf(key []byte, n int) int {
@@ -220,11 +234,11 @@ func partitionOf(key []byte, n int) int {
 }
 
 // Names returns the internal topics and groups.
-func (s *ScaleOut) Names() ScaleTopics { return s.names }
+func (s *Runtime) Names() Topics { return s.names }
 
 // Ready reports whether the instance has joined all three groups once. It
 // backs /readyz.
-func (s *ScaleOut) Ready() bool {
+func (s *Runtime) Ready() bool {
 	return s.joined[0].Load() && s.joined[1].Load() && s.joined[2].Load()
 }
 
@@ -232,7 +246,7 @@ func (s *ScaleOut) Ready() bool {
 // groups until ctx is done; it then snapshots its tasks, commits, leaves
 // the groups and returns nil. It returns an error if the topics cannot be
 // set up.
-func (s *ScaleOut) Run(ctx context.Context) error {
+func (s *Runtime) Run(ctx context.Context) error {
 	defer s.tr.CloseIdleConnections()
 	defer s.opts.Rejects.Flush()
 	if err := s.setup(ctx); err != nil {
@@ -252,12 +266,12 @@ func (s *ScaleOut) Run(ctx context.Context) error {
 		s.runGroup(ctx, 0, StageRepartition, s.names.RepartitionGroup, s.kc.Topic, s.repartition)
 	})
 	groups.Go(func() {
-		s.runGroup(ctx, 1, StageSource, s.names.SourceGroup, s.names.BySource, func(ctx context.Context, gen *kafka.Generation, part int) {
+		s.runGroup(ctx, 1, StageSource, s.names.SourceGroup, s.names.BySource, func(ctx context.Context, gen *kafkago.Generation, part int) {
 			s.runTask(ctx, gen, StageSource, part)
 		})
 	})
 	groups.Go(func() {
-		s.runGroup(ctx, 2, StageAccount, s.names.AccountGroup, s.names.ByAccount, func(ctx context.Context, gen *kafka.Generation, part int) {
+		s.runGroup(ctx, 2, StageAccount, s.names.AccountGroup, s.names.ByAccount, func(ctx context.Context, gen *kafkago.Generation, part int) {
 			s.runTask(ctx, gen, StageAccount, part)
 		})
 	})
@@ -272,7 +286,7 @@ func (s *ScaleOut) Run(ctx context.Context) error {
 
 // setup finds the audit topic's partitions and creates the internal topics
 // that are missing.
-func (s *ScaleOut) setup(ctx context.Context) error {
+func (s *Runtime) setup(ctx context.Context) error {
 	parts, err := s.partitions(ctx, s.kc.Topic)
 	if err != nil {
 		return fmt.Errorf("scale-out: audit topic %s: %w", s.kc.Topic, err)
@@ -286,18 +300,18 @@ func (s *ScaleOut) setup(ctx context.Context) error {
 	if cl == 0 {
 		cl = n
 	}
-	compact := []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
-	want := []kafka.TopicConfig{
+	compact := []kafkago.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
+	want := []kafkago.TopicConfig{
 		{Topic: s.names.ByAccount, NumPartitions: n},
 		{Topic: s.names.BySource, NumPartitions: n},
 		{Topic: s.names.Flags, NumPartitions: s.sc.FlagsPartitions, ConfigEntries: append(compact[:1:1],
-			kafka.ConfigEntry{ConfigName: "min.compaction.lag.ms", ConfigValue: strconv.FormatInt(s.sc.FlagsCompactionLag.Milliseconds(), 10)})},
+			kafkago.ConfigEntry{ConfigName: "min.compaction.lag.ms", ConfigValue: strconv.FormatInt(s.sc.FlagsCompactionLag.Milliseconds(), 10)})},
 		{Topic: s.names.Changelog, NumPartitions: cl, ConfigEntries: compact},
 	}
 	counts := make([]int, len(want))
 	for i, t := range want {
 		counts[i], err = s.partitions(ctx, t.Topic)
-		if errors.Is(err, kafka.UnknownTopicOrPartition) && s.sc.CreateTopics {
+		if errors.Is(err, kafkago.UnknownTopicOrPartition) && s.sc.CreateTopics {
 			t.ReplicationFactor = s.sc.ReplicationFactor
 			if err = s.createTopic(ctx, t); err == nil {
 				counts[i], err = s.partitions(ctx, t.Topic)
@@ -314,36 +328,36 @@ func (s *ScaleOut) setup(ctx context.Context) error {
 }
 
 // partitions returns how many partitions topic has, retrying transient
-// errors; kafka.UnknownTopicOrPartition comes back at once.
-func (s *ScaleOut) partitions(ctx context.Context, topic string) (int, error) {
+// errors; kafkago.UnknownTopicOrPartition comes back at once.
+func (s *Runtime) partitions(ctx context.Context, topic string) (int, error) {
 	var n int
 	err := s.retry(ctx, "read metadata of "+topic, func() error {
-		md, err := s.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		md, err := s.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
 		if err != nil {
 			return err
 		}
 		if len(md.Topics) != 1 {
-			return kafka.UnknownTopicOrPartition
+			return kafkago.UnknownTopicOrPartition
 		}
 		if md.Topics[0].Error != nil {
 			return md.Topics[0].Error
 		}
 		n = len(md.Topics[0].Partitions)
 		if n == 0 {
-			return kafka.UnknownTopicOrPartition
+			return kafkago.UnknownTopicOrPartition
 		}
 		return nil
-	}, kafka.UnknownTopicOrPartition)
+	}, kafkago.UnknownTopicOrPartition)
 	return n, err
 }
 
-func (s *ScaleOut) createTopic(ctx context.Context, t kafka.TopicConfig) error {
+func (s *Runtime) createTopic(ctx context.Context, t kafkago.TopicConfig) error {
 	return s.retry(ctx, "create topic "+t.Topic, func() error {
-		resp, err := s.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{t}})
+		resp, err := s.client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{t}})
 		if err != nil {
 			return err
 		}
-		if err := resp.Errors[t.Topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		if err := resp.Errors[t.Topic]; err != nil && !errors.Is(err, kafkago.TopicAlreadyExists) {
 			return err
 		}
 		s.log.Info("created internal topic", "topic", t.Topic, "partitions", t.NumPartitions)
@@ -353,7 +367,7 @@ func (s *ScaleOut) createTopic(ctx context.Context, t kafka.TopicConfig) error {
 
 // retry runs f until it succeeds, ctx is done, it returns one of the final
 // errors, or it failed MaxRetries+1 times, backing off in between.
-func (s *ScaleOut) retry(ctx context.Context, what string, f func() error, final ...error) error {
+func (s *Runtime) retry(ctx context.Context, what string, f func() error, final ...error) error {
 	for attempt := 1; ; attempt++ {
 		err := f()
 		if err == nil || ctx.Err() != nil || attempt > s.kc.MaxRetries {
@@ -364,9 +378,9 @@ func (s *ScaleOut) retry(ctx context.Context, what string, f func() error, final
 				return err
 			}
 		}
-		wait := s.kc.backoff(attempt)
+		wait := s.kc.Backoff(attempt)
 		s.log.Warn(what+" did not succeed; retrying", "attempt", attempt, "retry_in", wait, "err", err)
-		if sleepCtx(ctx, wait) != nil {
+		if kafka.Sleep(ctx, wait) != nil {
 			return err
 		}
 	}
@@ -375,7 +389,7 @@ func (s *ScaleOut) retry(ctx context.Context, what string, f func() error, final
 // write writes msgs, retrying with backoff until it succeeds or ctx is
 // done. Whatever a failed attempt wrote is written again, which every
 // receiver tolerates.
-func (s *ScaleOut) write(ctx context.Context, msgs []kafka.Message) error {
+func (s *Runtime) write(ctx context.Context, msgs []kafkago.Message) error {
 	for attempt := 1; ; attempt++ {
 		err := s.w.WriteMessages(ctx, msgs...)
 		if err == nil {
@@ -384,24 +398,24 @@ func (s *ScaleOut) write(ctx context.Context, msgs []kafka.Message) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		wait := s.kc.backoff(attempt)
+		wait := s.kc.Backoff(attempt)
 		s.log.Warn("write to internal topics did not succeed; retrying", "messages", len(msgs), "attempt", attempt, "retry_in", wait, "err", err)
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := kafka.Sleep(ctx, wait); err != nil {
 			return err
 		}
 	}
 }
 
 // listOffset returns the first or last offset of a partition.
-func (s *ScaleOut) listOffset(ctx context.Context, topic string, part int, last bool) (int64, error) {
+func (s *Runtime) listOffset(ctx context.Context, topic string, part int, last bool) (int64, error) {
 	var off int64
 	err := s.retry(ctx, "list offsets of "+topic, func() error {
-		req := kafka.FirstOffsetOf(part)
+		req := kafkago.FirstOffsetOf(part)
 		if last {
-			req = kafka.LastOffsetOf(part)
+			req = kafkago.LastOffsetOf(part)
 		}
-		resp, err := s.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{
-			Topics: map[string][]kafka.OffsetRequest{topic: {req}},
+		resp, err := s.client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{
+			Topics: map[string][]kafkago.OffsetRequest{topic: {req}},
 		})
 		if err != nil {
 			return err
@@ -427,15 +441,15 @@ func (s *ScaleOut) listOffset(ctx context.Context, topic string, part int, last 
 
 // committed returns the offset group committed for topic/part and its
 // metadata, or offset -1 if there is none.
-func (s *ScaleOut) committed(ctx context.Context, group, topic string, part int) (int64, string, error) {
+func (s *Runtime) committed(ctx context.Context, group, topic string, part int) (int64, string, error) {
 	off, meta := int64(-1), ""
 	err := s.retry(ctx, "fetch committed offset of "+topic, func() error {
-		resp, err := s.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: {part}}})
+		resp, err := s.client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: {part}}})
 		if err != nil {
 			return err
 		}
 		if resp.Error != nil {
-			if errors.Is(resp.Error, kafka.GroupIdNotFound) {
+			if errors.Is(resp.Error, kafkago.GroupIdNotFound) {
 				return nil
 			}
 			return resp.Error
@@ -454,12 +468,12 @@ func (s *ScaleOut) committed(ctx context.Context, group, topic string, part int)
 }
 
 // commit commits next for topic/part in generation gen, with metadata.
-func (s *ScaleOut) commit(ctx context.Context, gen *kafka.Generation, topic string, part int, next int64, meta string) error {
-	resp, err := s.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
+func (s *Runtime) commit(ctx context.Context, gen *kafkago.Generation, topic string, part int, next int64, meta string) error {
+	resp, err := s.client.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{
 		GroupID:      gen.GroupID,
 		GenerationID: int(gen.ID),
 		MemberID:     gen.MemberID,
-		Topics:       map[string][]kafka.OffsetCommit{topic: {{Partition: part, Offset: next, Metadata: meta}}},
+		Topics:       map[string][]kafkago.OffsetCommit{topic: {{Partition: part, Offset: next, Metadata: meta}}},
 	})
 	if err == nil {
 		for _, p := range resp.Topics[topic] {
@@ -469,17 +483,17 @@ func (s *ScaleOut) commit(ctx context.Context, gen *kafka.Generation, topic stri
 		}
 	}
 	if err != nil {
-		s.opts.Kafka.commitErrors.Inc()
+		s.opts.Kafka.Commit(err)
 		return fmt.Errorf("commit %s/%d at %d for group %s: %w", topic, part, next, gen.GroupID, err)
 	}
-	s.opts.Kafka.commits.Inc()
+	s.opts.Kafka.Commit(nil)
 	return nil
 }
 
 // partitionReader returns a reader of one partition, outside any group.
-func (s *ScaleOut) partitionReader(topic string, part int) *kafka.Reader {
-	info, errl := kafkaLoggers(s.log.With("topic", topic, "partition", part))
-	return kafka.NewReader(kafka.ReaderConfig{
+func (s *Runtime) partitionReader(topic string, part int) *kafkago.Reader {
+	info, errl := kafka.Loggers(s.log.With("topic", topic, "partition", part))
+	return kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:        s.kc.Brokers,
 		Topic:          topic,
 		Partition:      part,
@@ -490,7 +504,7 @@ func (s *ScaleOut) partitionReader(topic string, part int) *kafka.Reader {
 		MaxWait:        s.kc.MaxWait,
 		ReadBackoffMin: s.kc.RetryBackoff,
 		ReadBackoffMax: s.kc.RetryBackoffMax,
-		IsolationLevel: kafka.ReadCommitted,
+		IsolationLevel: kafkago.ReadCommitted,
 		MaxAttempts:    max(s.kc.MaxRetries, 1),
 		Logger:         info,
 		ErrorLogger:    errl,
@@ -499,7 +513,7 @@ func (s *ScaleOut) partitionReader(topic string, part int) *kafka.Reader {
 
 // fetchBatch waits for a first message (at most wait when wait > 0), then
 // collects more for BatchLinger, up to BatchSize.
-func (s *ScaleOut) fetchBatch(ctx context.Context, r *kafka.Reader, wait time.Duration, dst []kafka.Message) ([]kafka.Message, error) {
+func (s *Runtime) fetchBatch(ctx context.Context, r *kafkago.Reader, wait time.Duration, dst []kafkago.Message) ([]kafkago.Message, error) {
 	fctx := ctx
 	if wait > 0 {
 		var cancel context.CancelFunc
@@ -527,12 +541,12 @@ func (s *ScaleOut) fetchBatch(ctx context.Context, r *kafka.Reader, wait time.Du
 
 // finalContext is the context for what a task does after ctx is done: its
 // last snapshot and commit, bounded by the shutdown budget.
-func (s *ScaleOut) finalContext() (context.Context, context.CancelFunc) {
+func (s *Runtime) finalContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), s.opts.ShutdownBudget)
 }
 
 // sourceKey returns the key of ip's source block.
-func (s *ScaleOut) sourceKey(ip netip.Addr) []byte {
+func (s *Runtime) sourceKey(ip netip.Addr) []byte {
 	bits := s.opts.IPv6Prefix
 	if ip.Is4() {
 		bits = s.opts.IPv4Prefix
