@@ -32,6 +32,9 @@ const (
 	ActionAPIKeyCreate
 	ActionCustomersExport
 	ActionOrdersExport
+	ActionPayoutChange // bank or payout account changed
+	ActionStaffAdd     // another admin user invited
+	ActionAppInstall   // a third-party or custom app granted access
 	numActions
 )
 
@@ -48,6 +51,9 @@ var actionNames = [numActions]string{
 	ActionAPIKeyCreate:    "apikey.create",
 	ActionCustomersExport: "customers.export",
 	ActionOrdersExport:    "orders.export",
+	ActionPayoutChange:    "payout.change",
+	ActionStaffAdd:        "staff.add",
+	ActionAppInstall:      "app.install",
 }
 
 // String returns the action's wire name, e.g. "login.success".
@@ -82,6 +88,17 @@ func Actions() []Action {
 // IsExport reports whether the action exports data (customers or orders).
 func (a Action) IsExport() bool {
 	return a == ActionCustomersExport || a == ActionOrdersExport
+}
+
+// Sensitive reports whether the action is a sensitive change (SPEC §1):
+// what an intruder does to keep an account or to cash in on it.
+func (a Action) Sensitive() bool {
+	switch a {
+	case ActionPasswordChange, ActionPasswordReset, ActionMFADisable, ActionEmailChange,
+		ActionAPIKeyCreate, ActionPayoutChange, ActionStaffAdd, ActionAppInstall:
+		return true
+	}
+	return false
 }
 
 // Event is one admin audit log entry (SPEC §1).
@@ -137,11 +154,16 @@ const (
 	RuleCredentialStuffing = "credential_stuffing"
 	RuleAccountTakeover    = "account_takeover"
 	RuleBulkExport         = "bulk_export"
+	RuleUnfamiliarLogin    = "unfamiliar_login"
+	RuleSessionHijack      = "session_hijack"
+	RuleRiskyChange        = "risky_change"
+	RuleFailureBurst       = "failure_burst"
 )
 
 // Rules lists every rule name in the order the engine evaluates them.
 func Rules() []string {
-	return []string{RuleCredentialStuffing, RuleBruteForce, RuleAccountTakeover, RuleImpossibleTravel, RuleBulkExport}
+	return []string{RuleCredentialStuffing, RuleBruteForce, RuleFailureBurst, RuleAccountTakeover,
+		RuleImpossibleTravel, RuleUnfamiliarLogin, RuleSessionHijack, RuleRiskyChange, RuleBulkExport}
 }
 
 // Finding is what shopguard raises (SPEC §2).
@@ -214,6 +236,10 @@ type Geo struct {
 	RadiusKM uint16 // accuracy radius
 	Country  string // ISO 3166-1 alpha-2, e.g. "JP"
 	City     string // English name, may be empty
+	// ASN and ASOrg name the network, when an ASN database is given; 0 is
+	// unknown.
+	ASN   uint32
+	ASOrg string
 }
 
 // Locator places an address on the map. It returns false for addresses that

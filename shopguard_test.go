@@ -18,7 +18,7 @@ func TestActionNames(t *testing.T) {
 		seen[name] = true
 		require.Equal(t, a, shopguard.ParseAction(name))
 	}
-	require.Len(t, seen, 12)
+	require.Len(t, seen, 15)
 	require.Equal(t, shopguard.ActionOther, shopguard.ParseAction("login.sucess"))
 	require.Equal(t, shopguard.ActionOther, shopguard.ParseAction(""))
 	require.Equal(t, "other", shopguard.Action(200).String())
@@ -48,4 +48,16 @@ func TestFindingJSON(t *testing.T) {
 	var back shopguard.Finding
 	require.NoError(t, json.Unmarshal(b, &back))
 	require.Equal(t, f, back)
+}
+
+func TestSensitive(t *testing.T) {
+	want := map[shopguard.Action]bool{
+		shopguard.ActionPasswordChange: true, shopguard.ActionPasswordReset: true,
+		shopguard.ActionMFADisable: true, shopguard.ActionEmailChange: true,
+		shopguard.ActionAPIKeyCreate: true, shopguard.ActionPayoutChange: true,
+		shopguard.ActionStaffAdd: true, shopguard.ActionAppInstall: true,
+	}
+	for _, a := range shopguard.Actions() {
+		require.Equal(t, want[a], a.Sensitive(), a.String())
+	}
 }

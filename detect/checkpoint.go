@@ -20,7 +20,7 @@ import (
 // corrupt, of another format version, or taken with other rule settings.
 var ErrCheckpoint = errors.New("unusable engine snapshot")
 
-// The snapshot format, version 2. Integers in the header and trailer are
+// The snapshot format, version 3. Integers in the header and trailer are
 // big endian; "varint" and "uvarint" are encoding/binary's; a string is a
 // uvarint length and the bytes; an address is a uvarint length and
 // netip.Addr's binary form (0, 4, or 16 bytes plus a zone); a prefix is
@@ -45,21 +45,33 @@ var ErrCheckpoint = errors.New("unusable engine snapshot")
 //	    (each a uvarint count of: time varint, n varint, address), last
 //	    brute_force, account_takeover, bulk_export and critical bulk_export
 //	    finding varints, compromised-at varint, its finding's id and rule
-//	    strings
+//	    strings; then (since version 3) session count uvarint, each:
+//	    hash uint64, first use varint, last address [16]byte, last user
+//	    agent hash uint32, country, network, client uint32,
+//	    fired byte; the risky login: time varint, address, session hash
+//	    uint64, finding id and rule strings; 8 last risky_change varints
+//	last finding varint | profile: logins uvarint, days byte, last day
+//	    uvarint, entry count uvarint, each: value uint32, last day
+//	    uvarint, kind byte, flags byte, clean days byte (since version 3)
 //
 // A source entry:
 //
 //	prefix | account count uvarint, each: account key uint64, time varint,
 //	    shop string, actor string | address count uvarint, each an address |
-//	last finding varint | flagged-at varint | flagging finding's id string
+//	last finding varint | flagged-at varint | flagging finding's id string |
+//	    (since version 3) burst count uvarint, each a time varint, last
+//	    failure_burst varint
 //
+// Version 2 snapshots, taken before the profiles of SPEC §3.1 existed, are
+// refused with a message that says so: restoring them with empty profiles
+// would put every account back into learning silently.
 // Times are unix nanoseconds of event time; 0 is "never". Entries are
 // sorted (accounts by key, sources by address then prefix length) so that
 // equal state always encodes to equal bytes. Bump snapshotVersion whenever
 // any of this changes shape or meaning.
 const (
 	snapshotMagic   = "SGCK"
-	snapshotVersion = 2
+	snapshotVersion = 3
 	snapshotHeader  = 16
 	// maxSnapshot bounds the payload length Restore accepts: far above
 	// what the state caps allow, far below what would exhaust memory on a
@@ -85,6 +97,10 @@ func (c Config) fingerprint() [32]byte {
 		d = append(d, ' ')
 		d = n.Prefix.AppendTo(d)
 	}
+	p, u, h, r, fb := c.Profile, c.UnfamiliarLogin, c.SessionHijack, c.RiskyChange, c.FailureBurst
+	d = fmt.Appendf(d, "|profile %d %d %d %d %d %d|unfamiliar %t|hijack %t %d|risky %t %d|burst %t %d %d %d",
+		p.MaxEntries, p.ForgetDays, p.LearningLogins, p.LearningDays, p.TrustDays, p.OpenFinding,
+		u.Enabled, h.Enabled, h.Window, r.Enabled, r.Window, fb.Enabled, fb.Threshold, fb.Window, fb.Suppress)
 	return sha256.Sum256(d)
 }
 
@@ -166,6 +182,8 @@ func (a *account) appendTo(b []byte) []byte {
 		b = appendString(b, l.geo.Country)
 		b = appendString(b, l.geo.City)
 	}
+	b = binary.AppendVarint(b, a.lastFinding)
+	b = a.prof.appendTo(b)
 	x := a.x
 	if x == nil {
 		return append(b, 0)
@@ -177,7 +195,50 @@ func (a *account) appendTo(b []byte) []byte {
 		b = binary.AppendVarint(b, t)
 	}
 	b = appendString(b, x.compromisedID)
-	return appendString(b, x.compromisedRule)
+	b = appendString(b, x.compromisedRule)
+	b = binary.AppendUvarint(b, uint64(len(x.sessions)))
+	for i := range x.sessions {
+		s := &x.sessions[i]
+		b = binary.BigEndian.AppendUint64(b, s.h)
+		b = binary.AppendVarint(b, s.t)
+		b = append(b, s.last[:]...)
+		b = binary.BigEndian.AppendUint32(b, s.lastUA)
+		b = binary.BigEndian.AppendUint32(b, s.country)
+		b = binary.BigEndian.AppendUint32(b, s.network)
+		b = binary.BigEndian.AppendUint32(b, s.client)
+		b = append(b, boolByte(s.fired))
+	}
+	r := &x.risky
+	b = binary.AppendVarint(b, r.t)
+	b = appendAddr(b, r.ip)
+	b = binary.BigEndian.AppendUint64(b, r.session)
+	b = appendString(b, r.id)
+	b = appendString(b, r.rule)
+	for _, t := range x.firedRisky {
+		b = binary.AppendVarint(b, t)
+	}
+	return b
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+func (p *profile) appendTo(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(p.logins))
+	b = append(b, p.days)
+	b = binary.AppendUvarint(b, uint64(p.lastDay))
+	b = binary.AppendUvarint(b, uint64(len(p.ents)))
+	for i := range p.ents {
+		e := &p.ents[i]
+		b = binary.BigEndian.AppendUint32(b, e.h)
+		b = binary.AppendUvarint(b, uint64(e.last))
+		b = append(b, e.kind, e.flags, e.days)
+	}
+	return b
 }
 
 func appendWindow(b []byte, w *window) []byte {
@@ -208,7 +269,12 @@ func (s *source) appendTo(b []byte) []byte {
 	}
 	b = binary.AppendVarint(b, s.fired)
 	b = binary.AppendVarint(b, s.flag)
-	return appendString(b, s.flagID)
+	b = appendString(b, s.flagID)
+	b = binary.AppendUvarint(b, uint64(len(s.burst)))
+	for _, t := range s.burst {
+		b = binary.AppendVarint(b, t)
+	}
+	return binary.AppendVarint(b, s.firedBurst)
 }
 
 func appendString(b []byte, s string) []byte {
@@ -239,7 +305,9 @@ func (e *Engine) Restore(r io.Reader) error {
 	if string(hdr[:4]) != snapshotMagic {
 		return fmt.Errorf("%w: not a shopguard engine snapshot", ErrCheckpoint)
 	}
-	if v := binary.BigEndian.Uint32(hdr[4:8]); v != snapshotVersion {
+	if v := binary.BigEndian.Uint32(hdr[4:8]); v == 2 {
+		return fmt.Errorf("%w: format version 2 was written before account profiles existed; this shopguard reads version %d only: remove the checkpoint to start with empty state", ErrCheckpoint, snapshotVersion)
+	} else if v != snapshotVersion {
 		return fmt.Errorf("%w: format version %d, this shopguard reads %d", ErrCheckpoint, v, snapshotVersion)
 	}
 	size := binary.BigEndian.Uint64(hdr[8:16])
@@ -312,7 +380,7 @@ func (e *Engine) Restore(r io.Reader) error {
 		return fmt.Errorf("%w: %w", ErrCheckpoint, d.err)
 	}
 	e.accounts, e.sources, e.mark = accounts, sources, mark
-	e.cur, e.curAcct = nil, nil
+	e.cur, e.curAcct, e.propsOf = nil, nil, nil
 	return nil
 }
 
@@ -352,6 +420,45 @@ func (d *decoder) u64() uint64 {
 		return binary.BigEndian.Uint64(p)
 	}
 	return 0
+}
+
+func (d *decoder) u32() uint32 {
+	b := d.take(4)
+	if b == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint32(b)
+}
+
+// profile reads an account profile.
+func (d *decoder) profile(p *profile) {
+	l := d.uvarint()
+	p.days = d.u8()
+	ld := d.uvarint()
+	if l > math.MaxUint16 || ld > math.MaxUint16 {
+		d.fail("bad profile counters")
+		return
+	}
+	p.logins, p.lastDay = uint16(l), uint16(ld)
+	n := d.count(7)
+	if n > int(numProps)*64 {
+		d.fail("profile with %d entries", n)
+		return
+	}
+	if n > 0 {
+		p.ents = make([]pentry, n)
+	}
+	for i := range p.ents {
+		e := &p.ents[i]
+		e.h = d.u32()
+		last := d.uvarint()
+		e.last = uint16(last)
+		e.kind, e.flags, e.days = d.u8(), d.u8(), d.u8()
+		if d.err == nil && (last > math.MaxUint16 || e.kind >= numProps) {
+			d.fail("bad profile entry")
+			return
+		}
+	}
 }
 
 func (d *decoder) varint() int64 {
@@ -440,12 +547,33 @@ func (d *decoder) account() *account {
 			d.fail("account with a bad login")
 		}
 	}
+	a.lastFinding = d.varint()
+	d.profile(&a.prof)
 	switch d.u8() {
 	case 0:
 	case 1:
 		x := &extra{fails: d.window(), exports: d.window()}
 		x.firedBrute, x.firedTakeover, x.firedExport, x.firedCritical = d.varint(), d.varint(), d.varint(), d.varint()
 		x.compromised, x.compromisedID, x.compromisedRule = d.varint(), d.string(), d.string()
+		if n := d.count(42); n > sessionKeep {
+			d.fail("account with %d sessions", n)
+		} else if n > 0 {
+			x.sessions = make([]session, n)
+		}
+		for i := range x.sessions {
+			s := &x.sessions[i]
+			s.h, s.t = d.u64(), d.varint()
+			if p := d.take(16); p != nil {
+				s.last = [16]byte(p)
+			}
+			s.lastUA = d.u32()
+			s.country, s.network, s.client = d.u32(), d.u32(), d.u32()
+			s.fired = d.u8() == 1
+		}
+		x.risky = risky{t: d.varint(), ip: d.addr(), session: d.u64(), id: d.string(), rule: d.string()}
+		for i := range x.firedRisky {
+			x.firedRisky[i] = d.varint()
+		}
 		a.x = x
 	default:
 		d.fail("bad extra marker")
@@ -497,6 +625,13 @@ func (d *decoder) source() *source {
 		s.addrs[i] = d.addr()
 	}
 	s.fired, s.flag, s.flagID = d.varint(), d.varint(), d.string()
+	if n := d.count(1); n > 0 {
+		s.burst = make([]int64, n)
+	}
+	for i := range s.burst {
+		s.burst[i] = d.varint()
+	}
+	s.firedBurst = d.varint()
 	if d.err != nil {
 		return nil
 	}

@@ -19,6 +19,11 @@ type Config struct {
 	CredentialStuffing StuffingConfig   `yaml:"credential_stuffing"`
 	AccountTakeover    TakeoverConfig   `yaml:"account_takeover"`
 	BulkExport         ExportConfig     `yaml:"bulk_export"`
+	Profile            ProfileConfig    `yaml:"profile"`
+	UnfamiliarLogin    UnfamiliarConfig `yaml:"unfamiliar_login"`
+	SessionHijack      HijackConfig     `yaml:"session_hijack"`
+	RiskyChange        RiskyConfig      `yaml:"risky_change"`
+	FailureBurst       BurstConfig      `yaml:"failure_burst"`
 	// Allowlist names networks (office VPNs, the platform's own ranges)
 	// whose logins never count for impossible_travel.
 	Allowlist []Network `yaml:"allowlist"`
@@ -88,6 +93,56 @@ type ExportConfig struct {
 	CompromiseSeverity shopguard.Severity `yaml:"compromise_severity"`
 }
 
+// ProfileConfig configures the account profiles of SPEC §3.1.
+type ProfileConfig struct {
+	MaxEntries     int `yaml:"max_entries"`     // per property
+	ForgetDays     int `yaml:"forget_days"`     // of event time unseen
+	LearningLogins int `yaml:"learning_logins"` // successful logins to leave learning
+	LearningDays   int `yaml:"learning_days"`   // distinct days to leave learning
+	// TrustDays is on how many distinct days without a finding a property
+	// first seen on a login under suspicion must be seen to become familiar.
+	TrustDays int `yaml:"trust_days"`
+	// OpenFinding is how long a finding keeps the account under suspicion.
+	OpenFinding time.Duration `yaml:"open_finding"`
+}
+
+// UnfamiliarConfig configures unfamiliar_login.
+type UnfamiliarConfig struct {
+	Enabled  bool               `yaml:"enabled"`
+	Severity shopguard.Severity `yaml:"severity"`
+	// RiskySeverity applies when the network is a hosting ASN or the
+	// client a script or headless browser.
+	RiskySeverity shopguard.Severity `yaml:"risky_severity"`
+	HostingASNs   []uint32           `yaml:"hosting_asns"`
+}
+
+// HijackConfig configures session_hijack.
+type HijackConfig struct {
+	Enabled  bool               `yaml:"enabled"`
+	Severity shopguard.Severity `yaml:"severity"`
+	Window   time.Duration      `yaml:"window"`
+}
+
+// RiskyConfig configures risky_change.
+type RiskyConfig struct {
+	Enabled  bool               `yaml:"enabled"`
+	Severity shopguard.Severity `yaml:"severity"`
+	Window   time.Duration      `yaml:"window"` // after the risky login; also the once-per-action window
+}
+
+// BurstConfig configures failure_burst.
+type BurstConfig struct {
+	Enabled   bool               `yaml:"enabled"`
+	Severity  shopguard.Severity `yaml:"severity"`
+	Threshold int                `yaml:"threshold"` // failed logins from one address
+	Window    time.Duration      `yaml:"window"`
+	Suppress  time.Duration      `yaml:"suppress"`
+}
+
+// DefaultHostingASNs are large clouds and VPS hosts.
+var DefaultHostingASNs = []uint32{16509, 14618, 15169, 396982, 8075, 14061, 16276, 24940, 63949,
+	20473, 45102, 132203, 31898, 51167, 12876, 9009, 60781}
+
 // DefaultConfig holds the defaults of SPEC §3.
 var DefaultConfig = Config{
 	ImpossibleTravel: TravelConfig{Enabled: true, Severity: shopguard.SeverityHigh,
@@ -101,6 +156,14 @@ var DefaultConfig = Config{
 	BulkExport: ExportConfig{Enabled: true, Severity: shopguard.SeverityHigh,
 		Threshold: 10000, Window: time.Hour, AfterCompromise: time.Hour,
 		CompromiseSeverity: shopguard.SeverityCritical},
+	Profile: ProfileConfig{MaxEntries: 20, ForgetDays: 90, LearningLogins: 5, LearningDays: 3,
+		TrustDays: 3, OpenFinding: 24 * time.Hour},
+	UnfamiliarLogin: UnfamiliarConfig{Enabled: true, Severity: shopguard.SeverityMedium,
+		RiskySeverity: shopguard.SeverityHigh, HostingASNs: DefaultHostingASNs},
+	SessionHijack: HijackConfig{Enabled: true, Severity: shopguard.SeverityHigh, Window: 24 * time.Hour},
+	RiskyChange:   RiskyConfig{Enabled: true, Severity: shopguard.SeverityCritical, Window: time.Hour},
+	FailureBurst: BurstConfig{Enabled: true, Severity: shopguard.SeverityMedium,
+		Threshold: 5, Window: time.Minute, Suppress: time.Hour},
 	MaxAccounts: 2_000_000,
 	MaxSources:  2_000_000,
 }
@@ -174,6 +237,33 @@ func (c Config) Validate() error {
 	}
 	window("bulk_export.window", e.Window)
 	window("bulk_export.after_compromise", e.AfterCompromise)
+
+	p := c.Profile
+	if p.MaxEntries < 1 || p.MaxEntries > 64 {
+		bad("profile.max_entries", "must be between 1 and 64, got %d", p.MaxEntries)
+	}
+	if p.ForgetDays < 1 || p.ForgetDays > 3650 {
+		bad("profile.forget_days", "must be between 1 and 3650, got %d", p.ForgetDays)
+	}
+	count("profile.learning_logins", int64(p.LearningLogins))
+	if p.LearningDays < 1 || p.LearningDays > 255 {
+		bad("profile.learning_days", "must be between 1 and 255, got %d", p.LearningDays)
+	}
+	if p.TrustDays < 1 || p.TrustDays > 255 {
+		bad("profile.trust_days", "must be between 1 and 255, got %d", p.TrustDays)
+	}
+	window("profile.open_finding", p.OpenFinding)
+	severity("unfamiliar_login.severity", c.UnfamiliarLogin.Severity)
+	severity("unfamiliar_login.risky_severity", c.UnfamiliarLogin.RiskySeverity)
+	severity("session_hijack.severity", c.SessionHijack.Severity)
+	window("session_hijack.window", c.SessionHijack.Window)
+	severity("risky_change.severity", c.RiskyChange.Severity)
+	window("risky_change.window", c.RiskyChange.Window)
+	fb := c.FailureBurst
+	severity("failure_burst.severity", fb.Severity)
+	count("failure_burst.threshold", int64(fb.Threshold))
+	window("failure_burst.window", fb.Window)
+	window("failure_burst.suppress", fb.Suppress)
 
 	if c.MaxAccounts < 1 {
 		bad("max_accounts", "must be at least 1, got %d", c.MaxAccounts)

@@ -32,6 +32,8 @@ type account struct {
 	logins      [travelKeep]login
 	nLogins     int
 	firedTravel int64 // event time (unix ns) of the last impossible_travel finding; 0 is never
+	lastFinding int64 // event time of the last finding on the account; 0 is never
+	prof        profile
 	x           *extra
 }
 
@@ -48,6 +50,10 @@ type extra struct {
 	// exports after it critical.
 	compromised                    int64
 	compromisedID, compromisedRule string
+
+	sessions   []session // for session_hijack
+	risky      risky     // the last risky login finding, for risky_change
+	firedRisky [8]int64  // last risky_change per sensitive action
 }
 
 // ext returns the account's extra state, creating it.
@@ -83,6 +89,9 @@ type source struct {
 	fired  int64        // last credential_stuffing finding of its campaign
 	flag   int64        // when a finding named this source (for takeover)
 	flagID string       // that finding's id
+
+	burst      []int64 // newest failure times from an address, for failure_burst
+	firedBurst int64
 }
 
 // seen is one account that failed from a source, and when it last did.
@@ -114,6 +123,10 @@ type Engine struct {
 	// Per-event memo, so the rules share one lookup.
 	cur     *shopguard.Event
 	curAcct *account
+
+	propsOf  *shopguard.Event
+	curProps props
+	uaCache  uaCache
 }
 
 // Option configures an Engine.
@@ -169,6 +182,9 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	if cfg.BruteForce.Enabled {
 		e.rules = append(e.rules, bruteRule{e})
 	}
+	if cfg.FailureBurst.Enabled {
+		e.rules = append(e.rules, burstRule{e})
+	}
 	if cfg.AccountTakeover.Enabled {
 		e.rules = append(e.rules, takeoverRule{e})
 	}
@@ -177,6 +193,15 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 			e.log.Warn("no GeoIP database: impossible_travel is not judged; pass --geoip or set geoip.path")
 		}
 		e.rules = append(e.rules, travelRule{e})
+	}
+	if cfg.UnfamiliarLogin.Enabled {
+		e.rules = append(e.rules, unfamiliarRule{e})
+	}
+	if cfg.SessionHijack.Enabled {
+		e.rules = append(e.rules, hijackRule{e})
+	}
+	if cfg.RiskyChange.Enabled {
+		e.rules = append(e.rules, riskyRule{e})
 	}
 	if cfg.BulkExport.Enabled {
 		e.rules = append(e.rules, exportRule{e})
@@ -190,6 +215,16 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 func (e *Engine) accountHorizon() time.Duration {
 	c := e.cfg
 	h := max(c.BruteForce.Window, c.AccountTakeover.Window, c.BulkExport.Window, c.BulkExport.AfterCompromise, c.ImpossibleTravel.Suppress)
+	if c.SessionHijack.Enabled {
+		h = max(h, c.SessionHijack.Window)
+	}
+	if c.RiskyChange.Enabled {
+		h = max(h, c.RiskyChange.Window)
+	}
+	if c.UnfamiliarLogin.Enabled {
+		// A profile must outlive its forgetting time.
+		h = max(h, c.Profile.OpenFinding, time.Duration(c.Profile.ForgetDays)*24*time.Hour)
+	}
 	if c.ImpossibleTravel.Enabled {
 		// Capped in float first: a tiny max_speed_kmh would overflow a
 		// Duration.
@@ -222,18 +257,27 @@ func (e *Engine) Process(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 		a.ext().fails.add(stamp{t: t, n: 1, addr: ev.IP}, e.mark-int64(keep), 8*max(c.BruteForce.Threshold, c.AccountTakeover.Failures, 32))
 	case shopguard.ActionLoginSuccess:
 		e.account(ev)
+	case shopguard.ActionPasswordChange, shopguard.ActionPasswordReset, shopguard.ActionMFADisable,
+		shopguard.ActionEmailChange, shopguard.ActionAPIKeyCreate, shopguard.ActionPayoutChange,
+		shopguard.ActionStaffAdd, shopguard.ActionAppInstall:
+		e.m.countSensitive(ev.Action)
+		e.account(ev)
 	case shopguard.ActionCustomersExport, shopguard.ActionOrdersExport:
 		a := e.account(ev)
 		keep := e.cfg.BulkExport.Window
 		a.ext().exports.add(stamp{t: t, n: ev.Records}, e.mark-int64(keep), 4096)
 	default:
-		return dst
+		// Any use of a session can show it hijacked.
+		if ev.SessionID == "" || !e.cfg.SessionHijack.Enabled {
+			return dst
+		}
 	}
 	n := len(dst)
 	for _, r := range e.rules {
 		dst = r.Eval(dst, ev)
 	}
-	e.cur, e.curAcct = nil, nil
+	e.afterRules(ev, dst[n:])
+	e.cur, e.curAcct, e.propsOf = nil, nil, nil
 	for i := n; i < len(dst); i++ {
 		e.m.found(&dst[i])
 	}

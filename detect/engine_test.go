@@ -17,7 +17,7 @@ import (
 func TestStateExpiresByEventTime(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	cfg := DefaultConfig
+	cfg := classicConfig()
 	cfg.ImpossibleTravel.Enabled = false // its horizon (20 h) would dominate
 	e, err := New(cfg, WithMetrics(m))
 	require.NoError(t, err)
@@ -48,7 +48,7 @@ func TestStateExpiresByEventTime(t *testing.T) {
 func TestStateCapEvictsOldestFirst(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	cfg := DefaultConfig
+	cfg := classicConfig()
 	cfg.MaxAccounts = 1000
 	e, err := New(cfg, WithMetrics(m))
 	require.NoError(t, err)
@@ -71,7 +71,7 @@ func TestStateCapEvictsOldestFirst(t *testing.T) {
 }
 
 func TestWindowIsBounded(t *testing.T) {
-	e, err := New(DefaultConfig)
+	e, err := New(classicConfig())
 	require.NoError(t, err)
 	var fs []shopguard.Finding
 	for i := range 100_000 {
@@ -112,7 +112,7 @@ func TestRunAcknowledgesAfterTheSink(t *testing.T) {
 
 	sink := &recordingSink{done: &done}
 	reg := prometheus.NewRegistry()
-	e, err := New(DefaultConfig, WithMetrics(NewMetrics(reg)))
+	e, err := New(classicConfig(), WithMetrics(NewMetrics(reg)))
 	require.NoError(t, err)
 	require.NoError(t, e.Run(context.Background(), in, sink))
 	require.Equal(t, 2, done)
@@ -125,7 +125,7 @@ func TestRunAcknowledgesAfterTheSink(t *testing.T) {
 	in = make(chan shopguard.Batch, 1)
 	in <- shopguard.Batch{Events: evs, Done: func() { done++ }}
 	close(in)
-	e, err = New(DefaultConfig)
+	e, err = New(classicConfig())
 	require.NoError(t, err)
 	boom := errors.New("kafka down")
 	err = e.Run(context.Background(), in, &recordingSink{err: boom, done: &done})
@@ -134,7 +134,7 @@ func TestRunAcknowledgesAfterTheSink(t *testing.T) {
 }
 
 func TestConfigValidateNamesKeys(t *testing.T) {
-	cfg := DefaultConfig
+	cfg := classicConfig()
 	cfg.BruteForce.Threshold = 0
 	cfg.CredentialStuffing.IPv6Prefix = 130
 	cfg.BulkExport.Severity = "urgent"
@@ -145,15 +145,15 @@ func TestConfigValidateNamesKeys(t *testing.T) {
 		"detect.bulk_export.severity", "detect.account_takeover.window"} {
 		require.ErrorContains(t, err, key)
 	}
-	require.NoError(t, DefaultConfig.Validate())
+	require.NoError(t, classicConfig().Validate())
 	_, err = New(cfg)
 	require.Error(t, err)
 }
 
 func TestFindingIDsAreDeterministic(t *testing.T) {
 	evs := readEvents(t, "testdata/leaked-list-chain/events.jsonl")
-	a := run(t, DefaultConfig, testLocator, evs)
-	b := run(t, DefaultConfig, testLocator, evs)
+	a := run(t, classicConfig(), testLocator, evs)
+	b := run(t, classicConfig(), testLocator, evs)
 	require.NotEmpty(t, a)
 	ids := map[string]bool{}
 	for i := range a {
@@ -165,7 +165,7 @@ func TestFindingIDsAreDeterministic(t *testing.T) {
 }
 
 func TestHorizonWithTinySpeed(t *testing.T) {
-	cfg := DefaultConfig
+	cfg := classicConfig()
 	cfg.ImpossibleTravel.MaxSpeedKMH = 1e-300
 	e, err := New(cfg)
 	require.NoError(t, err)

@@ -27,7 +27,11 @@ func splitRun(t *testing.T, cfg Config, loc shopguard.Locator, evs []shopguard.E
 	srcCfg.BruteForce.Enabled = false
 	srcCfg.AccountTakeover.Enabled = false
 	srcCfg.BulkExport.Enabled = false
+	srcCfg.UnfamiliarLogin.Enabled = false
+	srcCfg.SessionHijack.Enabled = false
+	srcCfg.RiskyChange.Enabled = false
 	acctCfg.CredentialStuffing.Enabled = false
+	acctCfg.FailureBurst.Enabled = false
 	engines := func(c Config, n int) []*Engine {
 		out := make([]*Engine, n)
 		for i := range out {

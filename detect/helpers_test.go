@@ -89,3 +89,16 @@ func rules(fs []shopguard.Finding) []string {
 func slicesSortByTime(evs []shopguard.Event) {
 	slices.SortStableFunc(evs, func(a, b shopguard.Event) int { return a.Time.Compare(b.Time) })
 }
+
+// classicConfig is DefaultConfig with only the rules of SPEC §3 (not the
+// behaviour rules of §3.1), for the tests written against those rules
+// alone: a fast stuffing run would also be a failure_burst, which those
+// tests do not mean to pin.
+func classicConfig() Config {
+	c := DefaultConfig
+	c.UnfamiliarLogin.Enabled = false
+	c.SessionHijack.Enabled = false
+	c.RiskyChange.Enabled = false
+	c.FailureBurst.Enabled = false
+	return c
+}

@@ -45,7 +45,7 @@ func TestSprayCannotGrowMemory(t *testing.T) {
 		maxAccounts = 1000
 		maxSources  = 2000
 	)
-	cfg := DefaultConfig
+	cfg := classicConfig()
 	cfg.MaxAccounts, cfg.MaxSources = maxAccounts, maxSources
 	m := NewMetrics(prometheus.NewRegistry())
 	e, err := New(cfg, WithMetrics(m), WithLocator(testLocator))

@@ -16,6 +16,7 @@ type Metrics struct {
 	latency   prometheus.Histogram
 	entries   *prometheus.GaugeVec
 	evictions *prometheus.CounterVec
+	sensitive *prometheus.CounterVec
 }
 
 // NewMetrics registers the engine's metrics on reg.
@@ -47,6 +48,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "shopguard_state_evictions_total",
 			Help: "State entries evicted, by kind and reason (expired: idle past the longest window in event time; cap: max_accounts or max_sources reached).",
 		}, []string{"kind", "reason"}),
+		sensitive: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "shopguard_sensitive_changes_total",
+			Help: "Sensitive changes (password, MFA, email, API key, payout, staff, app) seen, by action.",
+		}, []string{"action"}),
+	}
+	for _, a := range shopguard.Actions() {
+		if a.Sensitive() {
+			m.sensitive.WithLabelValues(a.String())
+		}
 	}
 	for _, rule := range shopguard.Rules() {
 		for _, s := range shopguard.Severities() {
@@ -74,5 +84,11 @@ func (m *Metrics) evicted(kind string) func(reason string, n int) {
 		if m != nil {
 			m.evictions.WithLabelValues(kind, reason).Add(float64(n))
 		}
+	}
+}
+
+func (m *Metrics) countSensitive(a shopguard.Action) {
+	if m != nil {
+		m.sensitive.WithLabelValues(a.String()).Inc()
 	}
 }

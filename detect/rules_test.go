@@ -38,7 +38,7 @@ func TestBruteForce(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fs := run(t, DefaultConfig, nil, tt.evs)
+			fs := run(t, classicConfig(), nil, tt.evs)
 			require.Len(t, fs, tt.want)
 			for _, f := range fs {
 				require.Equal(t, shopguard.RuleBruteForce, f.Rule)
@@ -56,17 +56,17 @@ func TestBruteForce(t *testing.T) {
 		for i := range 10 {
 			evs = append(evs, fail(at(time.Duration(i)*time.Second), "shop-1", fmt.Sprintf("staff%d", i%2), "45.95.147.1"))
 		}
-		require.Empty(t, run(t, DefaultConfig, nil, evs))
+		require.Empty(t, run(t, classicConfig(), nil, evs))
 	})
 
 	t.Run("out of order within the window", func(t *testing.T) {
 		evs := failures(10, 5*time.Minute)
 		rand.New(rand.NewPCG(1, 2)).Shuffle(len(evs), func(i, j int) { evs[i], evs[j] = evs[j], evs[i] })
-		require.Len(t, run(t, DefaultConfig, nil, evs), 1)
+		require.Len(t, run(t, classicConfig(), nil, evs), 1)
 	})
 
 	t.Run("threshold is configurable", func(t *testing.T) {
-		cfg := DefaultConfig
+		cfg := classicConfig()
 		cfg.BruteForce.Threshold = 3
 		require.Len(t, run(t, cfg, nil, failures(3, time.Minute)), 1)
 		cfg.BruteForce.Enabled = false
@@ -114,7 +114,7 @@ func TestCredentialStuffing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fs := run(t, DefaultConfig, nil, tt.evs)
+			fs := run(t, classicConfig(), nil, tt.evs)
 			var ips []string
 			for _, f := range fs {
 				require.Equal(t, shopguard.RuleCredentialStuffing, f.Rule)
@@ -133,13 +133,13 @@ func TestCredentialStuffing(t *testing.T) {
 		for i := range 100 {
 			evs = append(evs, fail(at(time.Duration(i)*time.Second), "shop-1", fmt.Sprintf("user%d", i%19), "45.95.147.9"))
 		}
-		require.NotContains(t, rules(run(t, DefaultConfig, nil, evs)), shopguard.RuleCredentialStuffing)
+		require.NotContains(t, rules(run(t, classicConfig(), nil, evs)), shopguard.RuleCredentialStuffing)
 	})
 
 	t.Run("a long campaign fires once per window", func(t *testing.T) {
 		// 20 new accounts every 5 minutes for 30 minutes.
 		evs := spray(120, 30*time.Minute, one)
-		fs := run(t, DefaultConfig, nil, evs)
+		fs := run(t, classicConfig(), nil, evs)
 		require.Len(t, fs, 3) // at ~3m, then not before 13m, then not before 23m
 		for i := 1; i < len(fs); i++ {
 			require.GreaterOrEqual(t, fs[i].Time.Sub(fs[i-1].Time), 10*time.Minute)
@@ -170,7 +170,7 @@ func TestAccountTakeover(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fs := run(t, DefaultConfig, nil, tt.evs)
+			fs := run(t, classicConfig(), nil, tt.evs)
 			require.Equal(t, tt.want, rules(fs))
 			if len(fs) > 0 {
 				f := fs[len(fs)-1]
@@ -189,19 +189,19 @@ func TestAccountTakeover(t *testing.T) {
 		return append(evs, success(at(successAt), "shop-99", "owner", from))
 	}
 	t.Run("success from a flagged block", func(t *testing.T) {
-		fs := run(t, DefaultConfig, nil, stuffed(time.Minute, "45.95.147.200"))
+		fs := run(t, classicConfig(), nil, stuffed(time.Minute, "45.95.147.200"))
 		require.Equal(t, []string{shopguard.RuleCredentialStuffing, shopguard.RuleAccountTakeover}, rules(fs))
 		require.Equal(t, shopguard.RuleCredentialStuffing, fs[1].Evidence.Cause)
 		require.Equal(t, fs[0].ID, fs[1].Evidence.CauseID)
 	})
 	t.Run("success from outside the flagged block", func(t *testing.T) {
-		require.Equal(t, []string{shopguard.RuleCredentialStuffing}, rules(run(t, DefaultConfig, nil, stuffed(time.Minute, "45.95.148.1"))))
+		require.Equal(t, []string{shopguard.RuleCredentialStuffing}, rules(run(t, classicConfig(), nil, stuffed(time.Minute, "45.95.148.1"))))
 	})
 	t.Run("success an hour after the flag", func(t *testing.T) {
-		require.Equal(t, []string{shopguard.RuleCredentialStuffing}, rules(run(t, DefaultConfig, nil, stuffed(time.Hour+20*time.Second, "45.95.147.1"))))
+		require.Equal(t, []string{shopguard.RuleCredentialStuffing}, rules(run(t, classicConfig(), nil, stuffed(time.Hour+20*time.Second, "45.95.147.1"))))
 	})
 	t.Run("stuffing flag can be switched off", func(t *testing.T) {
-		cfg := DefaultConfig
+		cfg := classicConfig()
 		cfg.AccountTakeover.AfterStuffing = false
 		require.Equal(t, []string{shopguard.RuleCredentialStuffing}, rules(run(t, cfg, nil, stuffed(time.Minute, "45.95.147.1"))))
 	})
@@ -215,7 +215,7 @@ func TestImpossibleTravel(t *testing.T) {
 		}
 	}
 	t.Run("Tokyo to Frankfurt in 30 minutes", func(t *testing.T) {
-		fs := run(t, DefaultConfig, testLocator, pair("126.0.0.1", "18.184.0.1", 30*time.Minute))
+		fs := run(t, classicConfig(), testLocator, pair("126.0.0.1", "18.184.0.1", 30*time.Minute))
 		require.Len(t, fs, 1)
 		f := fs[0]
 		require.Equal(t, shopguard.RuleImpossibleTravel, f.Rule)
@@ -233,10 +233,10 @@ func TestImpossibleTravel(t *testing.T) {
 			g.RadiusKM = 500
 			wide[p] = g
 		}
-		require.Empty(t, run(t, DefaultConfig, wide, pair("126.0.0.1", "61.200.0.1", 10*time.Minute)))
+		require.Empty(t, run(t, classicConfig(), wide, pair("126.0.0.1", "61.200.0.1", 10*time.Minute)))
 	})
 	t.Run("Tokyo to Frankfurt in 10 hours", func(t *testing.T) {
-		require.Empty(t, run(t, DefaultConfig, testLocator, pair("126.0.0.1", "18.184.0.1", 10*time.Hour)))
+		require.Empty(t, run(t, classicConfig(), testLocator, pair("126.0.0.1", "18.184.0.1", 10*time.Hour)))
 	})
 
 	// Two points on the equator 10° apart, radius 0: d = 1,111.95 km.
@@ -265,26 +265,26 @@ func TestImpossibleTravel(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			require.Len(t, run(t, DefaultConfig, equator, pair("1.1.0.1", tt.second, tt.gap)), tt.want)
+			require.Len(t, run(t, classicConfig(), equator, pair("1.1.0.1", tt.second, tt.gap)), tt.want)
 		})
 	}
 
 	t.Run("unlocatable addresses never count", func(t *testing.T) {
 		// 10.0.0.1 is not in the locator (the GeoIP locator never places
 		// private addresses).
-		require.Empty(t, run(t, DefaultConfig, testLocator, pair("126.0.0.1", "10.0.0.1", time.Minute)))
-		require.Empty(t, run(t, DefaultConfig, testLocator, pair("10.0.0.1", "18.184.0.1", time.Minute)))
+		require.Empty(t, run(t, classicConfig(), testLocator, pair("126.0.0.1", "10.0.0.1", time.Minute)))
+		require.Empty(t, run(t, classicConfig(), testLocator, pair("10.0.0.1", "18.184.0.1", time.Minute)))
 	})
 	t.Run("allowlisted networks never count", func(t *testing.T) {
-		cfg := DefaultConfig
+		cfg := classicConfig()
 		var n Network
 		require.NoError(t, n.UnmarshalText([]byte("18.184.0.0/16")))
 		cfg.Allowlist = []Network{n}
 		require.Empty(t, run(t, cfg, testLocator, pair("126.0.0.1", "18.184.0.1", time.Minute)))
-		require.Len(t, run(t, DefaultConfig, testLocator, pair("126.0.0.1", "18.184.0.1", time.Minute)), 1)
+		require.Len(t, run(t, classicConfig(), testLocator, pair("126.0.0.1", "18.184.0.1", time.Minute)), 1)
 	})
 	t.Run("without a locator travel is not judged", func(t *testing.T) {
-		require.Empty(t, run(t, DefaultConfig, nil, pair("126.0.0.1", "18.184.0.1", time.Minute)))
+		require.Empty(t, run(t, classicConfig(), nil, pair("126.0.0.1", "18.184.0.1", time.Minute)))
 	})
 	t.Run("out of order: the late login is compared with both neighbours", func(t *testing.T) {
 		evs := []shopguard.Event{
@@ -292,7 +292,7 @@ func TestImpossibleTravel(t *testing.T) {
 			success(at(2*time.Hour), "s", "a", "126.0.0.2"),
 			success(at(time.Hour), "s", "a", "18.184.0.1"), // arrives last
 		}
-		fs := run(t, DefaultConfig, testLocator, evs)
+		fs := run(t, classicConfig(), testLocator, evs)
 		require.Len(t, fs, 1)
 		require.Equal(t, "18.184.0.1", fs[0].IP)
 	})
@@ -303,7 +303,7 @@ func TestImpossibleTravel(t *testing.T) {
 			success(at(20*time.Minute), "s", "a", "126.0.0.1"),
 			success(at(90*time.Minute), "s", "a", "18.184.0.1"),
 		}
-		require.Len(t, run(t, DefaultConfig, testLocator, evs), 2)
+		require.Len(t, run(t, classicConfig(), testLocator, evs), 2)
 	})
 }
 
@@ -332,7 +332,7 @@ func TestBulkExport(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fs := run(t, DefaultConfig, nil, tt.evs)
+			fs := run(t, classicConfig(), nil, tt.evs)
 			require.Len(t, fs, tt.want)
 			for _, f := range fs {
 				require.Equal(t, shopguard.RuleBulkExport, f.Rule)
@@ -349,17 +349,17 @@ func TestBulkExport(t *testing.T) {
 		}
 	}
 	t.Run("any export within an hour after travel is critical", func(t *testing.T) {
-		fs := run(t, DefaultConfig, testLocator, hijack(59*time.Minute, 12))
+		fs := run(t, classicConfig(), testLocator, hijack(59*time.Minute, 12))
 		require.Equal(t, []string{shopguard.RuleImpossibleTravel, shopguard.RuleBulkExport}, rules(fs))
 		require.Equal(t, shopguard.SeverityCritical, fs[1].Severity)
 		require.Equal(t, fs[0].ID, fs[1].Evidence.CauseID)
 		require.Equal(t, int64(12), fs[1].Evidence.Records)
 	})
 	t.Run("a small export after the hour is not", func(t *testing.T) {
-		require.Equal(t, []string{shopguard.RuleImpossibleTravel}, rules(run(t, DefaultConfig, testLocator, hijack(61*time.Minute, 12))))
+		require.Equal(t, []string{shopguard.RuleImpossibleTravel}, rules(run(t, classicConfig(), testLocator, hijack(61*time.Minute, 12))))
 	})
 	t.Run("a large export after the hour is high", func(t *testing.T) {
-		fs := run(t, DefaultConfig, testLocator, hijack(61*time.Minute, 45000))
+		fs := run(t, classicConfig(), testLocator, hijack(61*time.Minute, 45000))
 		require.Equal(t, shopguard.SeverityHigh, fs[len(fs)-1].Severity)
 	})
 }
@@ -387,7 +387,7 @@ func TestLeakedListScenario(t *testing.T) {
 	evs = append(evs, export(at(12*time.Minute), "victim-40", "owner", attacker, 45000))
 	slicesSortByTime(evs)
 
-	fs := run(t, DefaultConfig, testLocator, evs)
+	fs := run(t, classicConfig(), testLocator, evs)
 	require.Equal(t, []string{
 		shopguard.RuleCredentialStuffing,
 		shopguard.RuleAccountTakeover, shopguard.RuleAccountTakeover, shopguard.RuleAccountTakeover,

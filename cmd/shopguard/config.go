@@ -68,6 +68,7 @@ func defaultConfig() Config {
 // package default's slices.
 func cloneDetect(c detect.Config) detect.Config {
 	c.Allowlist = append([]detect.Network(nil), c.Allowlist...)
+	c.UnfamiliarLogin.HostingASNs = append([]uint32(nil), c.UnfamiliarLogin.HostingASNs...)
 	return c
 }
 

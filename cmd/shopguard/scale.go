@@ -18,8 +18,8 @@ var (
 )
 
 // stageDetect returns the rules one stage of a scaled-out shopguard runs:
-// the source stage only credential_stuffing, which is keyed by source; the
-// account stage every other rule, keyed by account.
+// the source stage only credential_stuffing and failure_burst, which are
+// keyed by source; the account stage every other rule, keyed by account.
 func stageDetect(c detect.Config, stage string) detect.Config {
 	c = cloneDetect(c)
 	switch stage {
@@ -28,8 +28,12 @@ func stageDetect(c detect.Config, stage string) detect.Config {
 		c.BruteForce.Enabled = false
 		c.AccountTakeover.Enabled = false
 		c.BulkExport.Enabled = false
+		c.UnfamiliarLogin.Enabled = false
+		c.SessionHijack.Enabled = false
+		c.RiskyChange.Enabled = false
 	case scaleout.StageAccount:
 		c.CredentialStuffing.Enabled = false
+		c.FailureBurst.Enabled = false
 	}
 	return c
 }

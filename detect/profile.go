@@ -1,0 +1,320 @@
+package detect
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/shopguard/shopguard"
+)
+
+// Property kinds of a profile entry (SPEC §3.1).
+const (
+	propCountry uint8 = iota
+	propNetwork
+	propClient
+	numProps
+)
+
+// Entry flags.
+const (
+	entTainted uint8 = 1 << iota // seen first on a login that raised, or during, a finding
+)
+
+// pentry is one remembered property of an account: 8 bytes, no pointers.
+type pentry struct {
+	h     uint32 // the property's value (country code, ASN or hashed block, client family id)
+	last  uint16 // event-time day it was last seen
+	kind  uint8  // propCountry, propNetwork or propClient
+	flags uint8  // entTainted
+	days  uint8  // for a tainted entry: distinct clean days it was seen on since
+	_     [3]byte
+}
+
+// profile is what is normal for one account. It holds at most
+// Profile.MaxEntries entries per property in one slice of 8-byte entries
+// (most accounts have one to three per property), plus learning counters.
+type profile struct {
+	ents    []pentry
+	logins  uint16 // successful logins
+	days    uint8  // distinct days with a successful login
+	lastDay uint16 // day of the last successful login
+}
+
+// day is the event-time day number of t (unix ns).
+func day(t int64) uint16 { return uint16(t / (24 * 3600 * 1e9)) }
+
+// learning reports whether the account is still learning.
+func (p *profile) learning(c ProfileConfig) bool {
+	return int(p.logins) < c.LearningLogins || int(p.days) < c.LearningDays
+}
+
+// familiar reports whether kind/h is a familiar (untainted, unexpired)
+// property. It does not allocate.
+func (p *profile) familiar(kind uint8, h uint32, today uint16, forget uint16) bool {
+	for i := range p.ents {
+		e := &p.ents[i]
+		if e.kind == kind && e.h == h && e.flags&entTainted == 0 && today-e.last <= forget {
+			return true
+		}
+	}
+	return false
+}
+
+// learn records a successful login's property. tainted means the login
+// raised a finding or happened while the account had an open one.
+func (p *profile) learn(kind uint8, h uint32, today uint16, tainted bool, c ProfileConfig) {
+	forget := uint16(c.ForgetDays)
+	n, oldest := 0, -1
+	for i := range p.ents {
+		e := &p.ents[i]
+		if e.kind != kind {
+			continue
+		}
+		if e.h == h {
+			// A familiar property stays familiar whoever uses it; a
+			// pending one starts its clean days over.
+			if tainted {
+				e.days = 0
+			} else if e.flags&entTainted != 0 && today != e.last {
+				if e.days++; int(e.days) >= c.TrustDays {
+					e.flags &^= entTainted
+				}
+			}
+			e.last = today
+			return
+		}
+		n++
+		if oldest < 0 || e.last < p.ents[oldest].last {
+			oldest = i
+		}
+	}
+	ne := pentry{h: h, last: today, kind: kind}
+	if tainted {
+		ne.flags = entTainted
+	}
+	if n >= c.MaxEntries && oldest >= 0 {
+		p.ents[oldest] = ne
+		return
+	}
+	// Reuse an expired slot of any kind before growing.
+	for i := range p.ents {
+		if today-p.ents[i].last > forget {
+			p.ents[i] = ne
+			return
+		}
+	}
+	if p.ents == nil {
+		// Room for two values of each property at once: most accounts
+		// never need more, so one allocation per account.
+		p.ents = make([]pentry, 0, 2*numProps)
+	}
+	p.ents = append(p.ents, ne)
+}
+
+// clean resets the clean-day counts of tainted entries: a finding on the
+// account means the days seen so far were not clean.
+func (p *profile) clean() {
+	for i := range p.ents {
+		if p.ents[i].flags&entTainted != 0 {
+			p.ents[i].days = 0
+		}
+	}
+}
+
+// countLogin updates the learning counters.
+func (p *profile) countLogin(today uint16) {
+	if p.logins < 0xffff {
+		p.logins++
+	}
+	if p.days == 0 || today != p.lastDay {
+		if p.days < 0xff {
+			p.days++
+		}
+		p.lastDay = today
+	}
+}
+
+// props are the three properties of one login.
+type props struct {
+	country, network, client uint32
+	hasCountry               bool
+	asn                      uint32
+	family                   string
+	kind                     clientKind
+}
+
+// countryKey packs an ISO code into a property value.
+func countryKey(cc string) uint32 {
+	if len(cc) != 2 {
+		return 0
+	}
+	return uint32(cc[0])<<8 | uint32(cc[1])
+}
+
+// networkKey is the ASN when known, else the hashed IPv4 /24 or IPv6 /48.
+func networkKey(ip netip.Addr, asn uint32) uint32 {
+	var b [18]byte
+	if asn != 0 {
+		b[0] = 'A'
+		binary.BigEndian.PutUint32(b[1:], asn)
+		return uint32(xxhash.Sum64(b[:5]))
+	}
+	bits := 48
+	if ip.Is4() {
+		bits = 24
+	}
+	p, _ := ip.Prefix(bits)
+	a := p.Addr().As16()
+	b[0] = 'P'
+	copy(b[1:], a[:])
+	b[17] = byte(bits)
+	return uint32(xxhash.Sum64(b[:]))
+}
+
+// clientKind says what sort of client a user agent is.
+type clientKind uint8
+
+const (
+	clientBrowser clientKind = iota
+	clientUnknown
+	clientScript
+	clientHeadless
+)
+
+// tools are user-agent tokens of scripts and HTTP libraries, lower case.
+var tools = [...]string{"curl/", "python-requests", "python-urllib", "aiohttp", "httpx", "go-http-client",
+	"wget/", "okhttp", "java/", "apache-httpclient", "libwww-perl", "node-fetch", "axios/", "postman",
+	"powershell", "ruby", "guzzlehttp", "httpie", "scrapy", "zgrab", "masscan", "nikto", "sqlmap"}
+
+// headless are user-agent tokens of headless browsers, lower case.
+var headless = [...]string{"headlesschrome", "phantomjs", "slimerjs", "puppeteer", "playwright", "selenium", "electron"}
+
+var browsers = [...]string{"edg/", "opr/", "firefox/", "chrome/", "safari/"}
+var systems = [...]string{"windows", "iphone", "ipad", "android", "mac os x", "cros", "linux"}
+
+// classify returns the client family of a user agent (tool, headless
+// browser, or browser+OS) without allocating: ASCII case folding is done
+// by a bounded scan, not by lowering a copy.
+func classify(ua string) (family string, kind clientKind) {
+	if ua == "" {
+		return "none", clientUnknown
+	}
+	for _, t := range headless {
+		if containsFold(ua, t) {
+			return t, clientHeadless
+		}
+	}
+	for _, t := range tools {
+		if containsFold(ua, t) {
+			return strings.TrimSuffix(t, "/"), clientScript
+		}
+	}
+	b := "other"
+	for _, t := range browsers {
+		if containsFold(ua, t) {
+			b = t
+			break
+		}
+	}
+	o := "other"
+	for _, t := range systems {
+		if containsFold(ua, t) {
+			o = t
+			break
+		}
+	}
+	if b == "other" && o == "other" {
+		return "unknown", clientUnknown
+	}
+	return familyName(b, o), clientBrowser
+}
+
+// familyName is b+" on "+o from a fixed table, so classify does not allocate.
+func familyName(b, o string) string {
+	return familyTable[b][o]
+}
+
+var familyTable = func() map[string]map[string]string {
+	m := map[string]map[string]string{}
+	for _, b := range append(browsers[:], "other") {
+		m[b] = map[string]string{}
+		for _, o := range append(systems[:], "other") {
+			m[b][o] = strings.TrimSuffix(b, "/") + " on " + o
+		}
+	}
+	return m
+}()
+
+// containsFold reports whether s contains the lower-case ASCII token t,
+// ignoring ASCII case in s.
+func containsFold(s, t string) bool {
+	n := len(t)
+	for i := 0; i+n <= len(s); i++ {
+		j := 0
+		for ; j < n; j++ {
+			c := s[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != t[j] {
+				break
+			}
+		}
+		if j == n {
+			return true
+		}
+	}
+	return false
+}
+
+// loginProps computes the profile properties of ev.
+func (e *Engine) loginProps(ev *shopguard.Event) props {
+	var p props
+	if e.loc != nil {
+		if g, ok := e.loc.Locate(ev.IP); ok {
+			p.country = countryKey(g.Country)
+			p.hasCountry = p.country != 0
+			p.asn = g.ASN
+		}
+	}
+	p.network = networkKey(ev.IP, p.asn)
+	c := e.uaCache.get(ev.UserAgent)
+	p.family, p.kind, p.client = c.family, c.kind, c.id
+	return p
+}
+
+// uaCacheSize is the number of slots of the user-agent cache: real traffic
+// has a few hundred distinct user agents at any time.
+const uaCacheSize = 1024
+
+// uaEntry is one classified user agent.
+type uaEntry struct {
+	h      uint64
+	ua     string // the user agent, owned (a copy)
+	family string
+	kind   clientKind
+	id     uint32 // hash of family: the profile's client value
+}
+
+// uaCache memoises classify per distinct user agent, direct-mapped by its
+// hash, so the hot path hashes the string instead of scanning it for
+// dozens of tokens (a replay spent two thirds of its time there). A miss
+// copies the user agent once; a hit allocates nothing.
+type uaCache struct{ slots []uaEntry }
+
+func (c *uaCache) get(ua string) *uaEntry {
+	if c.slots == nil {
+		c.slots = make([]uaEntry, uaCacheSize)
+	}
+	h := xxhash.Sum64String(ua)
+	s := &c.slots[h%uaCacheSize]
+	if s.h == h && s.ua == ua && s.family != "" {
+		return s
+	}
+	fam, kind := classify(ua)
+	*s = uaEntry{h: h, ua: strings.Clone(ua), family: fam, kind: kind, id: uint32(xxhash.Sum64String(fam))}
+	return s
+}
