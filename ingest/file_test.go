@@ -598,6 +598,7 @@ shopguard_events_invalid_total{reason="too_large"} 0
 # HELP shopguard_events_total Valid audit events read, by action (unknown actions are "other").
 # TYPE shopguard_events_total counter
 shopguard_events_total{action="apikey.create"} 0
+shopguard_events_total{action="app.install"} 0
 shopguard_events_total{action="customers.export"} 0
 shopguard_events_total{action="email.change"} 0
 shopguard_events_total{action="login.failure"} 1
@@ -609,6 +610,8 @@ shopguard_events_total{action="orders.export"} 0
 shopguard_events_total{action="other"} 1
 shopguard_events_total{action="password.change"} 0
 shopguard_events_total{action="password.reset"} 0
+shopguard_events_total{action="payout.change"} 0
+shopguard_events_total{action="staff.add"} 0
 # HELP shopguard_events_unmatched_total Well-formed input lines that describe no audit event (nginx lines no route matches), skipped.
 # TYPE shopguard_events_unmatched_total counter
 shopguard_events_unmatched_total 0

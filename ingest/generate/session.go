@@ -37,8 +37,9 @@ var (
 		shopguard.ActionOther, shopguard.ActionOrdersExport, shopguard.ActionCustomersExport,
 		shopguard.ActionPasswordChange, shopguard.ActionMFAEnable, shopguard.ActionMFADisable,
 		shopguard.ActionEmailChange, shopguard.ActionAPIKeyCreate, shopguard.ActionPasswordReset,
+		shopguard.ActionPayoutChange, shopguard.ActionStaffAdd, shopguard.ActionAppInstall,
 	}
-	stepCum = cumulative([]float64{0.925, 0.03, 0.02, 0.004, 0.0015, 0.0008, 0.0012, 0.0015, 0.0015})
+	stepCum = cumulative([]float64{0.922, 0.03, 0.02, 0.004, 0.0015, 0.0008, 0.0012, 0.0015, 0.0015, 0.001, 0.001, 0.001})
 )
 
 // pickUser draws a user by activity weight.
