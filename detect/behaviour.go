@@ -53,8 +53,25 @@ func (r unfamiliarRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []sho
 	}
 	pr := e.props(ev)
 	today, forget := day(ev.Time.UnixNano()), uint16(e.cfg.Profile.ForgetDays)
-	if (pr.hasCountry && p.familiar(propCountry, pr.country, today, forget)) ||
-		p.familiar(propNetwork, pr.network, today, forget) || p.familiar(propClient, pr.client, today, forget) {
+	// A property is judged only against a profile that trusts some value
+	// of it: an account whose every client so far was seen under a
+	// finding (its first login was the intruder's, say) has no normal
+	// client to compare with yet.
+	judged := false
+	for _, q := range [...]struct {
+		kind    uint8
+		h       uint32
+		present bool
+	}{{propCountry, pr.country, pr.hasCountry}, {propNetwork, pr.network, true}, {propClient, pr.client, true}} {
+		if !q.present || !p.trusts(q.kind) {
+			continue
+		}
+		if p.familiar(q.kind, q.h, today, forget) {
+			return dst
+		}
+		judged = true
+	}
+	if !judged {
 		return dst
 	}
 	sev := c.Severity
@@ -289,7 +306,11 @@ func (e *Engine) afterRules(ev *shopguard.Event, fs []shopguard.Finding) {
 	}
 	a.prof.learn(propNetwork, pr.network, today, tainted, c)
 	a.prof.learn(propClient, pr.client, today, tainted, c)
-	a.prof.countLogin(today)
+	if !tainted {
+		// Only clean logins end learning: an account whose every login
+		// so far fell under a finding has nothing familiar to judge by.
+		a.prof.countLogin(today)
+	}
 }
 
 // hashString hashes a session id.

@@ -378,3 +378,43 @@ func TestClassify(t *testing.T) {
 		require.Equal(t, tt.fam, fam, tt.ua)
 	}
 }
+
+// TestOwnerAfterTwoAttacksIsNotUnfamiliar: an account whose first login is
+// an intruder's takeover, attacked again two days later, has only pending
+// properties when its owner's clean logins end learning. The owner's own
+// login from home is then not unfamiliar (nothing is trusted to compare
+// with); once the owner's properties are trusted again, an intruder's
+// login is judged and fires.
+func TestOwnerAfterTwoAttacksIsNotUnfamiliar(t *testing.T) {
+	var evs []shopguard.Event
+	attack := func(start time.Duration, ip string, success bool) {
+		for i := range 10 {
+			ev := event(at(start+time.Duration(i)*10*time.Second), "shop-1", "owner", shopguard.ActionLoginFailure, ip)
+			ev.UserAgent = pyreq
+			evs = append(evs, ev)
+		}
+		if success {
+			evs = append(evs, ownerLogin(at(start+2*time.Minute), ip, pyreq, ""))
+		}
+	}
+	home := func(d time.Duration) { evs = append(evs, ownerLogin(at(d), "126.0.1.1", safari, "")) }
+	attack(0, "18.184.0.1", true) // brute force, takeover
+	home(time.Hour)               // tainted
+	home(day1 + time.Hour)        // tainted (within 24 h)
+	home(day1 + 3*time.Hour)      // clean: 1
+	home(day1 + 4*time.Hour)      // clean: 2
+	attack(2*day1, "3.8.0.1", false)
+	home(2*day1 + time.Hour)   // tainted: the owner's pending properties start over
+	home(3*day1 + 2*time.Hour) // clean: 3
+	home(3*day1 + 3*time.Hour) // clean: 4
+	home(4*day1 + time.Hour)   // clean: 5 on 3 days, learning ends
+	home(4*day1 + 2*time.Hour) // judged, but nothing is trusted yet
+	fs := run(t, DefaultConfig, asnLocator, evs)
+	require.NotContains(t, rules(fs), shopguard.RuleUnfamiliarLogin)
+
+	home(5*day1 + time.Hour) // Safari, JP and the home network seen on 3 clean days
+	evs = append(evs, ownerLogin(at(6*day1), "95.216.1.1", curlUA, ""))
+	fs = run(t, DefaultConfig, asnLocator, evs)
+	require.Equal(t, shopguard.RuleUnfamiliarLogin, fs[len(fs)-1].Rule)
+	require.Equal(t, at(6*day1), fs[len(fs)-1].Time)
+}

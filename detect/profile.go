@@ -20,7 +20,8 @@ const (
 
 // Entry flags.
 const (
-	entTainted uint8 = 1 << iota // seen first on a login that raised, or during, a finding
+	entTainted     uint8 = 1 << iota // seen first on a login that raised, or during, a finding
+	entLastTainted                   // its last sighting was on such a login
 )
 
 // pentry is one remembered property of an account: 8 bytes, no pointers.
@@ -63,6 +64,18 @@ func (p *profile) familiar(kind uint8, h uint32, today uint16, forget uint16) bo
 	return false
 }
 
+// trusts reports whether the profile has ever trusted a value of kind: an
+// untainted entry, forgotten or not (an account back after months away is
+// judged; one whose every value is still pending is not).
+func (p *profile) trusts(kind uint8) bool {
+	for i := range p.ents {
+		if e := &p.ents[i]; e.kind == kind && e.flags&entTainted == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // learn records a successful login's property. tainted means the login
 // raised a finding or happened while the account had an open one.
 func (p *profile) learn(kind uint8, h uint32, today uint16, tainted bool, c ProfileConfig) {
@@ -76,9 +89,15 @@ func (p *profile) learn(kind uint8, h uint32, today uint16, tainted bool, c Prof
 		if e.h == h {
 			// A familiar property stays familiar whoever uses it; a
 			// pending one starts its clean days over.
+			// The first clean sighting after a tainted one counts as a
+			// clean day even on the same day, so that a pending property
+			// of the owner's gains its clean days with the logins that end
+			// learning (which count clean logins only).
 			if tainted {
 				e.days = 0
-			} else if e.flags&entTainted != 0 && today != e.last {
+				e.flags |= entLastTainted
+			} else if e.flags&entTainted != 0 && (today != e.last || e.flags&entLastTainted != 0) {
+				e.flags &^= entLastTainted
 				if e.days++; int(e.days) >= c.TrustDays {
 					e.flags &^= entTainted
 				}
@@ -93,7 +112,7 @@ func (p *profile) learn(kind uint8, h uint32, today uint16, tainted bool, c Prof
 	}
 	ne := pentry{h: h, last: today, kind: kind}
 	if tainted {
-		ne.flags = entTainted
+		ne.flags = entTainted | entLastTainted
 	}
 	if n >= c.MaxEntries && oldest >= 0 {
 		p.ents[oldest] = ne

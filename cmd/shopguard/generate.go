@@ -19,7 +19,8 @@ const generateUsage = `usage: shopguard generate [flags]
 Writes synthetic admin audit traffic as JSONL to standard output: many shops'
 owners and staff logging in from their home cities, with labelled attacks
 mixed in (credential stuffing from a leaked list, brute force, a travelling
-session hijack, /24 and /64 address rotation, an insider's bulk export). The
+session hijack, /24 and /64 address rotation, an insider's bulk export, a
+quiet takeover with the right password, a stolen session, a failure burst). The
 output is deterministic for a seed; its addresses resolve in the demo GeoIP
 database (replay --geoip demo). --labels writes the ground truth for
 'shopguard eval'.

@@ -85,10 +85,12 @@ func TestE2EKcatDemo(t *testing.T) {
 			require.Equal(t, f.ID, key, "findings are keyed by their id")
 			got[f.Rule] = f
 		}
-		return len(got) >= 2
-	}, 20*time.Second, 250*time.Millisecond, "findings topic never held two findings; stderr:\n%s", stderr.tail())
-	require.Len(t, got, 2, "exactly stuffing and takeover: %v", got)
+		return len(got) >= 3
+	}, 20*time.Second, 250*time.Millisecond, "findings topic never held three findings; stderr:\n%s", stderr.tail())
+	require.Len(t, got, 3, "exactly the burst, stuffing and takeover: %v", got)
 	stuffing, takeover := got[shopguard.RuleCredentialStuffing], got[shopguard.RuleAccountTakeover]
+	// One failure a second from one address: the fifth is a failure_burst.
+	require.Equal(t, t0.Add(4*time.Second), got[shopguard.RuleFailureBurst].Time)
 	require.Equal(t, "45.95.147.9", stuffing.IP)
 	require.Equal(t, t0.Add(19*time.Second), stuffing.Time, "fires at the 20th distinct account")
 	require.Equal(t, "shop-3", takeover.ShopID)

@@ -288,16 +288,18 @@ func TestE2EReplayGenerated(t *testing.T) {
 	})
 }
 
-// TestE2EEvalGeneratedDay scores a replay of a generated day (200,000
-// events at two a second of event time: every kind of attack, a night and
-// a business day of benign traffic) against the generator's ground truth:
+// TestE2EEvalGeneratedDay scores a replay of generated traffic (400,000
+// events at one a second of event time, four and a half days: every kind
+// of attack, nights and business days of benign traffic, and accounts that
+// leave learning, which unfamiliar_login needs) against the generator's
+// ground truth:
 // every rule finds every labelled attack (recall) and nothing else
 // (precision). Replaying into the same --out file again appends the same
 // findings; eval counts each id once, so the table does not change.
 func TestE2EEvalGeneratedDay(t *testing.T) {
 	dir := t.TempDir()
 	labels, events, findings := filepath.Join(dir, "labels.jsonl"), filepath.Join(dir, "day.jsonl"), filepath.Join(dir, "findings.jsonl")
-	code, out, errs := e2eMain(t, "", "generate", "--events", "200000", "--events-per-second", "2", "--labels", labels)
+	code, out, errs := e2eMain(t, "", "generate", "--events", "400000", "--events-per-second", "1", "--labels", labels)
 	require.Equal(t, 0, code, errs)
 	require.NoError(t, os.WriteFile(events, []byte(out), 0o644))
 	code, _, errs = e2eMain(t, "", "replay", "--geoip", "demo", "--out", findings, events)

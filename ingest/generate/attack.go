@@ -21,6 +21,7 @@ type attack struct {
 	// them from logging in.
 	logins []atkLogin   // successful logins into real accounts
 	busy   []int32      // users kept free of benign sessions until End+busyAfter
+	marked []int32      // users with a finding but not kept busy
 	slot   netip.Prefix // attacker /24, reserved until End+slotRest
 	flags  bool         // the episode gets slot flagged for credential_stuffing
 }
@@ -40,9 +41,10 @@ type atkEvent struct {
 }
 
 type atkLogin struct {
-	u    int32
-	city int16
-	t    int64
+	u      int32
+	city   int16
+	t      int64
+	raises bool // the login itself raises a finding on the account
 }
 
 // account is a login id an attack tries: a real user (u ≥ 0) or one that
@@ -69,8 +71,14 @@ func (g *Generator) spawnAttack() {
 		a = g.rotation4(t0)
 	case 4:
 		a = g.rotation6(t0)
-	default:
+	case 5:
 		a = g.insider(t0)
+	case 6:
+		a = g.quietTakeover(t0)
+	case 7:
+		a = g.sessionTheft(t0)
+	default:
+		a = g.burst(t0)
 	}
 	if a == nil || len(a.evs) == 0 {
 		return
@@ -86,6 +94,7 @@ func (g *Generator) spawnAttack() {
 			return
 		}
 	}
+	g.labelBursts(a)
 
 	g.nAttacks++
 	l := &a.label
@@ -103,6 +112,10 @@ func (g *Generator) spawnAttack() {
 	}
 	for _, ui := range a.busy {
 		g.users[ui].busyUntil = max(g.users[ui].busyUntil, end+int64(busyAfter))
+	}
+	for _, ui := range append(a.busy, a.marked...) {
+		// The episode's findings on the account fall before its end.
+		g.users[ui].findingAt = max(g.users[ui].findingAt, end)
 	}
 	if a.slot.IsValid() {
 		g.slotBusy[a.slot] = max(g.slotBusy[a.slot], end+int64(slotRest))
@@ -129,6 +142,14 @@ func (g *Generator) stepAttack(it item, ev *shopguard.Event) {
 	ref := -it.ref - 1
 	a := g.attacks[ref]
 	e := &a.evs[a.next]
+	if e.action == shopguard.ActionLoginSuccess {
+		for _, lg := range a.logins {
+			if lg.t == e.t && g.users[lg.u].actor == e.actor {
+				g.sawLogin(&g.users[lg.u], e.t, lg.city, !lg.raises, true)
+				break
+			}
+		}
+	}
 	ev.ShopID, ev.Actor, ev.Action, ev.IP = e.shopID, e.actor, e.action, e.ip
 	ev.UserAgent, ev.SessionID, ev.Reason = e.ua, e.sid, e.reason
 	ev.Resource, ev.Records = e.resource, e.records
@@ -249,7 +270,10 @@ func (g *Generator) attackAddr(c int16, slot netip.Prefix, p6 float64) netip.Add
 }
 
 // victim draws up to tries users satisfying ok, owners first when owners is
-// set, and returns -1 if none does.
+// set, and returns -1 if none does. An account is attacked again only
+// reattackAfter after the last episode that raised a finding on it, when
+// the properties its owner used meanwhile are trusted again and the
+// profile mirror (see sawLogin) is exact.
 func (g *Generator) victim(tries int, owners bool, ok func(ui int32, u *user) bool) int32 {
 	for try := 0; try < tries; try++ {
 		var ui int32
@@ -257,6 +281,9 @@ func (g *Generator) victim(tries int, owners bool, ok func(ui int32, u *user) bo
 			ui = g.shops[g.rng.IntN(len(g.shops))].users[0]
 		} else {
 			ui = int32(g.rng.IntN(len(g.users)))
+		}
+		if u := &g.users[ui]; u.findingAt != 0 && g.now-u.findingAt < int64(reattackAfter) {
+			continue
 		}
 		if ok(ui, &g.users[ui]) {
 			return ui
@@ -397,7 +424,7 @@ func (g *Generator) stuffing(t0 int64) *attack {
 			acc := g.accountOf(ui)
 			a.evs = append(a.evs, atkEvent{t: times[i], shopID: acc.ShopID, actor: acc.Actor,
 				action: shopguard.ActionLoginSuccess, ip: ip, ua: ua, sid: g.sessionID()})
-			a.logins = append(a.logins, atkLogin{u: ui, city: city, t: times[i]})
+			a.logins = append(a.logins, atkLogin{u: ui, city: city, t: times[i], raises: true})
 			a.label.Accounts = append(a.label.Accounts, acc)
 			next++
 			continue
@@ -407,6 +434,10 @@ func (g *Generator) stuffing(t0 int64) *attack {
 		}
 	}
 	a.busy = victims
+	unfamiliar := false
+	for _, ui := range victims {
+		unfamiliar = unfamiliar || g.unfamiliar(&g.users[ui], city, ua)
+	}
 	export := len(victims) > 0
 	if export {
 		k := g.rng.IntN(len(victims))
@@ -422,6 +453,9 @@ func (g *Generator) stuffing(t0 int64) *attack {
 			ip: ip, ua: ua, sid: login.sid, resource: "customers", records: int64(g.between(20000, 60000))})
 	}
 	a.label.Rules = rulesOf(true, false, len(victims) > 0, false, export)
+	if unfamiliar {
+		a.label.Rules = withRule(a.label.Rules, shopguard.RuleUnfamiliarLogin)
+	}
 	return a
 }
 
@@ -487,13 +521,17 @@ func (g *Generator) bruteForce(t0 int64) *attack {
 	for _, t := range times {
 		a.evs = append(a.evs, failure(t, account{u: ui, shopID: acc.ShopID, actor: acc.Actor}, ip, ua))
 	}
-	export := false
+	export, unfamiliar, changes := false, false, false
 	if success {
 		sid := g.sessionID()
 		a.evs = append(a.evs, atkEvent{t: tWin, shopID: acc.ShopID, actor: acc.Actor,
 			action: shopguard.ActionLoginSuccess, ip: ip, ua: ua, sid: sid})
-		a.logins = []atkLogin{{u: ui, city: city, t: tWin}}
+		a.logins = []atkLogin{{u: ui, city: city, t: tWin, raises: true}}
 		a.busy = []int32{ui}
+		unfamiliar = g.unfamiliar(&g.users[ui], city, ua)
+		if changes = g.rng.Float64() < 0.3; changes {
+			g.changes(a, acc, tWin, ip, ua, sid)
+		}
 		if export = g.rng.Float64() < 0.4; export {
 			act, res := shopguard.ActionCustomersExport, "customers"
 			if g.rng.IntN(2) == 0 {
@@ -504,9 +542,18 @@ func (g *Generator) bruteForce(t0 int64) *attack {
 				resource: res, records: g.logUniform(200, 5000)})
 		}
 	}
+	if !success {
+		a.marked = []int32{ui}
+	}
 	a.label = Label{Attack: AttackBruteForce, Rules: rulesOf(false, true, success, false, export),
 		ShopID: acc.ShopID, Actor: acc.Actor, Accounts: []shopguard.Account{acc},
 		Sources: []string{ip.String()}, Targets: 1}
+	if unfamiliar {
+		a.label.Rules = withRule(a.label.Rules, shopguard.RuleUnfamiliarLogin)
+	}
+	if changes {
+		a.label.Rules = withRule(a.label.Rules, shopguard.RuleRiskyChange)
+	}
 	return a
 }
 
@@ -569,7 +616,7 @@ func (g *Generator) hijack(t0 int64) *attack {
 	x := ev(t1+g.uniform(2*time.Minute, 20*time.Minute), shopguard.ActionCustomersExport, ip, sid2)
 	x.resource, x.records = "customers", g.logUniform(1000, 30000)
 
-	a.logins = []atkLogin{{u: ui, city: u.home, t: t0}, {u: ui, city: far, t: t1}}
+	a.logins = []atkLogin{{u: ui, city: u.home, t: t0}, {u: ui, city: far, t: t1, raises: true}}
 	a.busy = []int32{ui}
 	a.label = Label{Attack: AttackHijack, Rules: rulesOf(false, false, false, true, true),
 		ShopID: acc.ShopID, Actor: acc.Actor, Accounts: []shopguard.Account{acc},

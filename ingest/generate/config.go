@@ -43,12 +43,15 @@ type Config struct {
 // key keeps its default weight, so name every kind to change the mix
 // entirely.
 type AttackMix struct {
-	Stuffing   float64 `yaml:"stuffing"`    // AttackStuffing
-	BruteForce float64 `yaml:"brute_force"` // AttackBruteForce
-	Hijack     float64 `yaml:"hijack"`      // AttackHijack
-	RotationV4 float64 `yaml:"rotation_v4"` // AttackRotationV4
-	RotationV6 float64 `yaml:"rotation_v6"` // AttackRotationV6
-	Insider    float64 `yaml:"insider"`     // AttackInsider
+	Stuffing   float64 `yaml:"stuffing"`       // AttackStuffing
+	BruteForce float64 `yaml:"brute_force"`    // AttackBruteForce
+	Hijack     float64 `yaml:"hijack"`         // AttackHijack
+	RotationV4 float64 `yaml:"rotation_v4"`    // AttackRotationV4
+	RotationV6 float64 `yaml:"rotation_v6"`    // AttackRotationV6
+	Insider    float64 `yaml:"insider"`        // AttackInsider
+	Quiet      float64 `yaml:"quiet_takeover"` // AttackQuietTakeover
+	Theft      float64 `yaml:"session_theft"`  // AttackSessionTheft
+	Burst      float64 `yaml:"failure_burst"`  // AttackBurst
 }
 
 // DefaultConfig is the configuration the demo and `shopguard generate` use,
@@ -66,6 +69,9 @@ var DefaultConfig = Config{
 		RotationV4: 1,
 		RotationV6: 1,
 		Insider:    1.5,
+		Quiet:      1.5,
+		Theft:      1,
+		Burst:      1,
 	},
 }
 
@@ -114,6 +120,7 @@ func (c Config) Validate() error {
 	}{
 		{"stuffing", c.Mix.Stuffing}, {"brute_force", c.Mix.BruteForce}, {"hijack", c.Mix.Hijack},
 		{"rotation_v4", c.Mix.RotationV4}, {"rotation_v6", c.Mix.RotationV6}, {"insider", c.Mix.Insider},
+		{"quiet_takeover", c.Mix.Quiet}, {"session_theft", c.Mix.Theft}, {"failure_burst", c.Mix.Burst},
 	} {
 		if !(w.v >= 0) || math.IsInf(w.v, 0) {
 			errs = append(errs, fmt.Errorf("mix.%s: %g is not a finite weight ≥ 0", w.key, w.v))

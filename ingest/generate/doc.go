@@ -5,10 +5,12 @@
 // staff who log in from their home city (mostly in Japan) at plausible local
 // hours, mistype passwords now and then, work through their orders, export
 // small customer lists, change credentials and occasionally travel — always
-// slowly enough to be possible. Into that it mixes six kinds of attack
+// slowly enough to be possible. Into that it mixes nine kinds of attack
 // episode (credential stuffing with a takeover and a bulk export, brute
 // force, a travelling session hijack, address rotation inside an IPv4 /24 or
-// an IPv6 /64, and an insider's bulk export) at a configured rate. Every
+// an IPv6 /64, an insider's bulk export, a quiet takeover with the right
+// password followed by credential changes, a stolen session used from
+// another country, and a burst of failures) at a configured rate. Every
 // episode is described by a Label: the rules expected to fire, the accounts
 // and sources they concern, and its time span. Output is deterministic for a
 // seed, in non-decreasing event time, and every public address it uses lies

@@ -63,7 +63,7 @@ func ratio(a, b int) float64 {
 //
 //   - its rule is among the label's Rules,
 //   - its time lies within [Start, End+MatchSlack], both ends included, and
-//   - its key matches: for credential_stuffing, the finding's ip (an
+//   - its key matches: for credential_stuffing and failure_burst, the finding's ip (an
 //     address or a CIDR block) equals, contains or lies inside one of the
 //     label's Sources; for every other rule, the finding's account
 //     (shop_id + actor) is the label's own (ShopID, Actor) or one of its
@@ -134,7 +134,7 @@ func Evaluate(labels []Label, findings []shopguard.Finding) Report {
 
 // matcher indexes labels for matching findings: by account for the
 // account-keyed rules, and a list of the labels expecting
-// credential_stuffing with their parsed sources.
+// credential_stuffing or failure_burst with their parsed sources.
 type matcher struct {
 	labels    []Label
 	byAccount map[shopguard.Account][]int
@@ -155,7 +155,7 @@ func newMatcher(labels []Label) *matcher {
 		for _, a := range l.Accounts {
 			add(a)
 		}
-		if slices.Contains(l.Rules, shopguard.RuleCredentialStuffing) {
+		if slices.Contains(l.Rules, shopguard.RuleCredentialStuffing) || slices.Contains(l.Rules, shopguard.RuleFailureBurst) {
 			m.bySource = append(m.bySource, i)
 			for _, s := range l.Sources {
 				if p, ok := parsePrefix(s); ok {
@@ -170,7 +170,7 @@ func newMatcher(labels []Label) *matcher {
 // match appends to dst the indexes of the labels f matches (see Evaluate).
 func (m *matcher) match(dst []int, f *shopguard.Finding) []int {
 	var cands []int
-	if f.Rule == shopguard.RuleCredentialStuffing {
+	if f.Rule == shopguard.RuleCredentialStuffing || f.Rule == shopguard.RuleFailureBurst {
 		p, ok := parsePrefix(f.IP)
 		if !ok {
 			return dst

@@ -62,6 +62,7 @@ type Generator struct {
 	blocks   map[netip.Prefix]*blockLog // benign failed logins per /24 and /64
 	slotBusy map[netip.Prefix]int64     // attacker /24s in use, until when
 	slotFlag map[netip.Prefix]int64     // attacker /24s flagged for stuffing, until when
+	bursts   map[netip.Addr]int64       // when an attack address last raised failure_burst
 
 	done  []Label
 	idBuf []byte
@@ -158,6 +159,7 @@ func New(cfg Config) (*Generator, error) {
 		blocks:      make(map[netip.Prefix]*blockLog),
 		slotBusy:    make(map[netip.Prefix]int64),
 		slotFlag:    make(map[netip.Prefix]int64),
+		bursts:      make(map[netip.Addr]int64),
 	}
 	var sum float64
 	for _, w := range jstProfile {
@@ -177,10 +179,11 @@ func New(cfg Config) (*Generator, error) {
 		g.resources[i*97] = s
 	}
 	m := cfg.Mix
-	g.attackCum = cumulative([]float64{m.Stuffing, m.BruteForce, m.Hijack, m.RotationV4, m.RotationV6, m.Insider})
+	v6 := m.RotationV6
 	if len(g.atk6) == 0 { // no IPv6 in the city table: no /64 rotation
-		g.attackCum = cumulative([]float64{m.Stuffing, m.BruteForce, m.Hijack, m.RotationV4, 0, m.Insider})
+		v6 = 0
 	}
+	g.attackCum = cumulative([]float64{m.Stuffing, m.BruteForce, m.Hijack, m.RotationV4, v6, m.Insider, m.Quiet, m.Theft, m.Burst})
 	g.now = cfg.Start.UnixNano()
 	g.spawnAt = g.now
 	g.untilAttack = g.attackGap()

@@ -78,7 +78,10 @@ func locate(ip netip.Addr) (geodemo.City, bool) {
 
 // oracle is a plain re-statement of the default rules of SPEC §3, without
 // suppression (it reports every event that crosses a threshold), used to
-// check that generated traffic trips exactly what its labels say.
+// check that generated traffic trips exactly what its labels say. It has
+// no account profiles, so no unfamiliar_login (and no risky_change or
+// bulk_export escalation after one): TestTripsExactlyTheLabels sets those
+// aside, and cmd/shopguard's eval test holds the real engine to them.
 type oracle struct {
 	fails    map[shopguard.Account][]failure_ // failed logins per account
 	srcFails map[netip.Prefix][]srcFail       // failed logins per address and block
@@ -86,7 +89,18 @@ type oracle struct {
 	logins   map[shopguard.Account]located    // last located successful login
 	exports  map[shopguard.Account][]export
 	comp     map[shopguard.Account]int64 // when a takeover or travel finding named it
+	bursts   map[netip.Addr][]int64      // failed logins per address, last minute
+	sessions map[string]located          // where and when a session was first used
+	risky    map[shopguard.Account]riskyLogin
 	out      []shopguard.Finding
+}
+
+// riskyLogin is the last login of an account that raised a finding
+// making sensitive changes risky.
+type riskyLogin struct {
+	t   int64
+	ip  netip.Addr
+	sid string
 }
 
 type failure_ struct {
@@ -112,6 +126,9 @@ func newOracle() *oracle {
 		logins:   map[shopguard.Account]located{},
 		exports:  map[shopguard.Account][]export{},
 		comp:     map[shopguard.Account]int64{},
+		bursts:   map[netip.Addr][]int64{},
+		sessions: map[string]located{},
+		risky:    map[shopguard.Account]riskyLogin{},
 	}
 }
 
@@ -123,8 +140,31 @@ func (o *oracle) feed(ev *shopguard.Event) {
 	t := ev.Time.UnixNano()
 	acc := shopguard.Account{ShopID: ev.ShopID, Actor: ev.Actor}
 	hour, tenMin := int64(time.Hour), int64(10*time.Minute)
+	if ev.SessionID != "" && ev.Action != shopguard.ActionLoginFailure {
+		// session_hijack: a session used from two countries within 24 h.
+		if c, ok := locate(ev.IP); ok {
+			first, seen := o.sessions[ev.SessionID]
+			switch {
+			case !seen:
+				o.sessions[ev.SessionID] = located{t: t, c: c}
+			case first.c.Country != c.Country && t-first.t <= int64(24*time.Hour):
+				o.find(shopguard.RuleSessionHijack, ev, acc, ev.IP.String())
+				o.comp[acc] = t
+				o.risky[acc] = riskyLogin{t: t, ip: ev.IP, sid: ev.SessionID}
+			}
+		}
+	}
+	if ev.Action.Sensitive() {
+		if r, ok := o.risky[acc]; ok && t-r.t <= hour && (r.ip == ev.IP || r.sid == ev.SessionID) {
+			o.find(shopguard.RuleRiskyChange, ev, acc, ev.IP.String())
+		}
+	}
 	switch {
 	case ev.Action == shopguard.ActionLoginFailure:
+		o.bursts[ev.IP] = append(prune(o.bursts[ev.IP], func(b int64) bool { return t-b > int64(time.Minute) }), t)
+		if len(o.bursts[ev.IP]) >= 5 {
+			o.find(shopguard.RuleFailureBurst, ev, shopguard.Account{}, ev.IP.String())
+		}
 		o.fails[acc] = append(prune(o.fails[acc], func(f failure_) bool { return t-f.t > hour }), failure_{t: t, ip: ev.IP})
 		n := 0
 		for _, f := range o.fails[acc] {
@@ -176,6 +216,7 @@ func (o *oracle) feed(ev *shopguard.Event) {
 		if n >= 5 || fa && t-ft <= hour || aa && t-at <= hour {
 			o.find(shopguard.RuleAccountTakeover, ev, acc, ev.IP.String())
 			o.comp[acc] = t
+			o.risky[acc] = riskyLogin{t: t, ip: ev.IP, sid: ev.SessionID}
 		}
 		c, ok := locate(ev.IP)
 		if !ok || ev.IP.IsPrivate() {
@@ -187,6 +228,7 @@ func (o *oracle) feed(ev *shopguard.Event) {
 			if km >= 500 && km/h > 1000 {
 				o.find(shopguard.RuleImpossibleTravel, ev, acc, ev.IP.String())
 				o.comp[acc] = t
+				o.risky[acc] = riskyLogin{t: t, ip: ev.IP, sid: ev.SessionID}
 			}
 		}
 		o.logins[acc] = located{t: t, c: c}

@@ -34,11 +34,23 @@ const (
 	// AttackInsider is a legitimate user exporting 12,000–30,000 records
 	// in several exports within an hour, with no other signal.
 	AttackInsider = "insider_export"
+	// AttackQuietTakeover is a login with the right password and no
+	// failure into an owner's account out of learning, from a new country,
+	// network and client (a script), usually followed by credential or
+	// payout changes and sometimes an export.
+	AttackQuietTakeover = "quiet_takeover"
+	// AttackSessionTheft is an owner's session used hours later from
+	// another country by a script, which exports customers.
+	AttackSessionTheft = "session_theft"
+	// AttackBurst is 5–7 failed logins from one address within a minute
+	// against two or three accounts.
+	AttackBurst = "failure_burst"
 )
 
 // Attacks lists the attack kinds.
 func Attacks() []string {
-	return []string{AttackStuffing, AttackBruteForce, AttackHijack, AttackRotationV4, AttackRotationV6, AttackInsider}
+	return []string{AttackStuffing, AttackBruteForce, AttackHijack, AttackRotationV4, AttackRotationV6, AttackInsider,
+		AttackQuietTakeover, AttackSessionTheft, AttackBurst}
 }
 
 // Label is the ground truth of one attack episode.

@@ -16,12 +16,13 @@ import (
 // with benign users when the city's blocks allow it.
 type place struct {
 	geodemo.City
-	jp     bool
-	tz     int64   // offset of local time from UTC in seconds (approximate outside Japan)
-	homeW  float64 // weight as a shop's home city
-	slots  []netip.Prefix
-	benign int // slots[:benign] are benign, slots[benign:] the attackers'
-	v6     []netip.Prefix
+	jp      bool
+	tz      int64   // offset of local time from UTC in seconds (approximate outside Japan)
+	homeW   float64 // weight as a shop's home city
+	country uint8   // index of the country among the cities' countries
+	slots   []netip.Prefix
+	benign  int // slots[:benign] are benign, slots[benign:] the attackers'
+	v6      []netip.Prefix
 
 	next4, atk4 uint64 // allocation counters
 	next6, atk6 uint64
@@ -227,6 +228,16 @@ type user struct {
 	fails   [maxBenignFails]int64 // event times of recent benign failed logins
 	hits    [2]int64              // when stuffing lists last tried the account
 	exports [8]export             // recent benign exports
+
+	// The mirror of the detector's profile (see sawLogin): successful
+	// logins, the distinct days they fell on, the last of those days, the
+	// countries of clean logins (a bit per country), and the end of the
+	// last attack episode that raised a finding on the account.
+	logins    uint16
+	days      uint8
+	lastDay   uint16
+	countries uint64
+	findingAt int64
 }
 
 type export struct{ t, n int64 }
@@ -265,8 +276,15 @@ var (
 // g.rng, so it is deterministic for a seed.
 func (g *Generator) buildPopulation() {
 	g.places = make([]place, len(geodemo.Cities))
+	countries := map[string]uint8{}
 	for i, c := range geodemo.Cities {
 		g.places[i] = newPlace(c)
+		k, ok := countries[c.Country]
+		if !ok {
+			k = uint8(len(countries))
+			countries[c.Country] = k
+		}
+		g.places[i].country = k
 		w, ok := homeWeights[c.Name]
 		switch {
 		case ok:

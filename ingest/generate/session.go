@@ -13,6 +13,7 @@ import (
 type session struct {
 	u       int32
 	ip      netip.Addr
+	city    int16 // where ip is
 	sid     string
 	actor   string // login id typed for failures, if not the user's own
 	reason  string // of the failures
@@ -139,7 +140,10 @@ func (g *Generator) sessionAddr(u *user, t int64) netip.Addr {
 
 func (g *Generator) startSession(ui int32, t int64) {
 	u := &g.users[ui]
-	s := session{u: ui, ip: g.sessionAddr(u, t), failGap: g.uniform(4*time.Second, 25*time.Second)}
+	s := session{u: ui, ip: g.sessionAddr(u, t), city: u.cur, failGap: g.uniform(4*time.Second, 25*time.Second)}
+	if s.ip == g.shops[u.shop].office {
+		s.city = g.shops[u.shop].city
+	}
 	switch r := g.rng.Float64(); {
 	case r < pAbandon:
 		// A mistyped login id: the account does not exist.
@@ -286,6 +290,8 @@ func (g *Generator) stepSession(it item, ev *shopguard.Event) {
 		ev.Action = shopguard.ActionLoginSuccess
 		ev.SessionID = s.sid
 		s.in = true
+		// A private office address has no country to learn.
+		g.sawLogin(u, it.t, s.city, true, !s.ip.IsPrivate())
 		next += g.delay()
 	case s.steps > 0:
 		ev.SessionID = s.sid
