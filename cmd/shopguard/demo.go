@@ -4,8 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -13,7 +11,6 @@ import (
 	"github.com/shopguard/shopguard/alert"
 	"github.com/shopguard/shopguard/ingest/broker"
 	"github.com/shopguard/shopguard/ingest/generate"
-	"github.com/shopguard/shopguard/ingest/geodemo"
 	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
@@ -24,8 +21,9 @@ broker on --kafka-listen (kcat or any Kafka client can produce to it), a
 generator of normal admin traffic with labelled attacks mixed in, the
 detector reading the audit topic through a consumer group exactly as 'run'
 does, metrics on --listen, and findings on standard output and on the
-findings topic. GeoIP uses a built-in demo database of real city coordinates
-with synthetic address blocks. Runs until interrupted, or for --duration.
+findings topic. GeoIP uses built-in demo City and ASN databases of real city
+coordinates with synthetic address blocks (--geoip and --geoip-asn take real
+ones). Runs until interrupted, or for --duration.
 
 In the demo, event time runs --speed times faster than the clock, so that
 attacks that take an hour in real life show within minutes.
@@ -54,7 +52,9 @@ func runDemo(ctx context.Context, e env, args []string) int {
 	fs.Int64Var(&seed, "seed", 1, "generator seed")
 	fs.StringVar(&alertmanagers, "alertmanager", "", "also send findings to these comma-separated Alertmanager `URLs`")
 	fs.StringVar(&labels, "labels", "", "on exit, write the ground truth of the generated attacks to this `file`")
-	var format string
+	var format, geoipCity, geoipASN string
+	fs.StringVar(&geoipCity, "geoip", "demo", "MaxMind City database `path`, or \"demo\" for the built-in demo world (overrides geoip.path)")
+	fs.StringVar(&geoipASN, "geoip-asn", "", "MaxMind ASN database `path` (overrides geoip.asn_path; the demo world has its own)")
 	fs.StringVar(&format, "format", "", "input `format` of the audit topic: shopguard, ecs, ocsf, nginx or mapping (overrides input.format; other than shopguard needs --generate=false)")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
@@ -126,18 +126,13 @@ func runDemo(ctx context.Context, e env, args []string) int {
 		am.URLs = strings.Split(alertmanagers, ",")
 		cfg.Sinks.Alertmanager = &am
 	}
-	if cfg.GeoIP.Path == "" {
-		dir, err := os.MkdirTemp("", "shopguard-demo-")
-		if err != nil {
-			fmt.Fprintln(e.stderr, "shopguard demo:", err)
-			return exitRuntime
-		}
-		defer os.RemoveAll(dir)
-		cfg.GeoIP.Path = filepath.Join(dir, "demo-city.mmdb")
-		if err := geodemo.Write(cfg.GeoIP.Path, geodemo.Cities); err != nil {
-			fmt.Fprintln(e.stderr, "shopguard demo: build demo GeoIP database:", err)
-			return exitRuntime
-		}
+	geoipGiven := false
+	fs.Visit(func(f *flag.Flag) { geoipGiven = geoipGiven || f.Name == "geoip" })
+	if geoipGiven || cfg.GeoIP.Path == "" {
+		cfg.GeoIP.Path = geoipCity
+	}
+	if geoipASN != "" {
+		cfg.GeoIP.ASNPath = geoipASN
 	}
 	fmt.Fprintf(e.stderr, "shopguard demo: broker on %s (topics %s, %s, %s), metrics on http://%s/metrics\n",
 		strings.Join(b.Addrs(), ","), topic, alert.DefaultKafkaConfig.Topic, cfg.Kafka.DeadLetterTopic, listen)

@@ -333,3 +333,21 @@ func TestE2EEvalGeneratedDay(t *testing.T) {
 	require.Equal(t, 0, code, errs)
 	require.Equal(t, table, again)
 }
+
+// TestE2EReplayASN: --geoip demo brings the demo ASN database, so profile
+// findings name the network by ASN; a bad --geoip-asn names the file.
+func TestE2EReplayASN(t *testing.T) {
+	dir := t.TempDir()
+	labels, events := filepath.Join(dir, "labels.jsonl"), filepath.Join(dir, "day.jsonl")
+	code, out, errs := e2eMain(t, "", "generate", "--events", "400000", "--events-per-second", "1", "--labels", labels)
+	require.Equal(t, 0, code, errs)
+	require.NoError(t, os.WriteFile(events, []byte(out), 0o644))
+	code, findings, errs := e2eMain(t, "", "replay", "--geoip", "demo", events)
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "ASN database opened")
+	require.Regexp(t, `"rule":"unfamiliar_login"[^\n]*network \(AS\d+\)`, findings)
+
+	code, _, errs = e2eMain(t, "", "replay", "--geoip", "demo", "--geoip-asn", filepath.Join(dir, "GeoLite2-ASN.mmdb"), events)
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "ASN database "+filepath.Join(dir, "GeoLite2-ASN.mmdb")+": file does not exist")
+}

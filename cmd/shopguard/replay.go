@@ -43,7 +43,7 @@ flags:
 `
 
 type replayFlags struct {
-	config, geoip, out, deadLetter, logLevel string
+	config, geoip, geoipASN, out, deadLetter, logLevel string
 	format                                   string
 	report                                   string
 	strict                                   bool
@@ -56,7 +56,8 @@ func runReplay(ctx context.Context, e env, args []string) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(e.stderr, replayUsage); fs.PrintDefaults() }
 	fs.StringVar(&f.config, "config", "", "YAML configuration `file` (thresholds, allowlist, geoip); defaults when absent")
-	fs.StringVar(&f.geoip, "geoip", "", "MaxMind City database `path` (GeoLite2-City.mmdb), or \"demo\" for the built-in demo world; overrides geoip.path")
+	fs.StringVar(&f.geoip, "geoip", "", "MaxMind City database `path` (GeoLite2-City.mmdb), or \"demo\" for the built-in demo world (with its ASN database); overrides geoip.path")
+	fs.StringVar(&f.geoipASN, "geoip-asn", "", "MaxMind ASN database `path` (GeoLite2-ASN.mmdb), or \"demo\"; overrides geoip.asn_path")
 	fs.StringVar(&f.out, "out", "-", "write findings as JSONL to this `file` (- is standard output)")
 	fs.StringVar(&f.format, "format", "", "input `format`: shopguard, ecs, ocsf, nginx or mapping (overrides input.format)")
 	fs.StringVar(&f.report, "report", "", "also write an incident report (report.html, accounts.csv, incidents.json) into this `directory`")
@@ -89,6 +90,9 @@ func runReplay(ctx context.Context, e env, args []string) int {
 	}
 	if f.geoip != "" {
 		cfg.GeoIP.Path = f.geoip
+	}
+	if f.geoipASN != "" {
+		cfg.GeoIP.ASNPath = f.geoipASN
 	}
 	if f.logLevel != "" {
 		if _, err := parseLevel(f.logLevel); err != nil {
@@ -197,19 +201,32 @@ func openGeoIP(cfg geoip.Config, reg prometheus.Registerer, log *slog.Logger) (s
 		return nil, func() {}, nil
 	}
 	cleanup := func() {}
-	if cfg.Path == "demo" {
+	if cfg.Path == "demo" || cfg.ASNPath == "demo" {
 		// The built-in demo world (real city coordinates, synthetic
-		// blocks), written to a temporary file; the loader warns that it is
-		// demo data.
+		// blocks, one network per city), written to temporary files; the
+		// loader warns that it is demo data. The demo City database comes
+		// with the demo ASN database unless another one is given.
 		dir, err := os.MkdirTemp("", "shopguard-geoip-")
 		if err != nil {
 			return nil, nil, err
 		}
 		cleanup = func() { os.RemoveAll(dir) }
-		cfg.Path = filepath.Join(dir, "demo-city.mmdb")
-		if err := geodemo.Write(cfg.Path, geodemo.Cities); err != nil {
-			cleanup()
-			return nil, nil, fmt.Errorf("build the demo GeoIP database: %w", err)
+		if cfg.Path == "demo" {
+			cfg.Path = filepath.Join(dir, "demo-city.mmdb")
+			if err := geodemo.Write(cfg.Path, geodemo.Cities); err != nil {
+				cleanup()
+				return nil, nil, fmt.Errorf("build the demo GeoIP database: %w", err)
+			}
+			if cfg.ASNPath == "" {
+				cfg.ASNPath = "demo"
+			}
+		}
+		if cfg.ASNPath == "demo" {
+			cfg.ASNPath = filepath.Join(dir, "demo-asn.mmdb")
+			if err := geodemo.WriteASN(cfg.ASNPath, geodemo.Cities); err != nil {
+				cleanup()
+				return nil, nil, fmt.Errorf("build the demo ASN database: %w", err)
+			}
 		}
 	}
 	g, err := geoip.Open(cfg, reg, log)

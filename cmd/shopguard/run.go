@@ -20,13 +20,14 @@ flags:
 `
 
 func runRun(ctx context.Context, e env, args []string) int {
-	var config, listen, brokers, logLevel, geoip string
+	var config, listen, brokers, logLevel, geoip, geoipASN string
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(e.stderr, runUsage); fs.PrintDefaults() }
 	fs.StringVar(&config, "config", "", "YAML configuration `file` (required)")
 	fs.StringVar(&listen, "listen", "", "HTTP `address` for /metrics, /healthz, /readyz (overrides listen; default 127.0.0.1:9464)")
 	fs.StringVar(&brokers, "brokers", "", "comma-separated Kafka `brokers` (overrides kafka.brokers)")
 	fs.StringVar(&geoip, "geoip", "", "MaxMind City database `path` (overrides geoip.path)")
+	fs.StringVar(&geoipASN, "geoip-asn", "", "MaxMind ASN database `path` (GeoLite2-ASN.mmdb; overrides geoip.asn_path)")
 	fs.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides log_level)")
 	var format string
 	fs.StringVar(&format, "format", "", "input `format`: shopguard, ecs, ocsf, nginx or mapping (overrides input.format)")
@@ -52,6 +53,9 @@ func runRun(ctx context.Context, e env, args []string) int {
 	}
 	if geoip != "" {
 		cfg.GeoIP.Path = geoip
+	}
+	if geoipASN != "" {
+		cfg.GeoIP.ASNPath = geoipASN
 	}
 	if logLevel != "" {
 		if _, err := parseLevel(logLevel); err != nil {

@@ -1,7 +1,8 @@
 // Package geodemo is the demo world of shopguard: a few dozen real cities
-// with synthetic address blocks, and a writer that turns them into a
-// MaxMind-format City database, so that `shopguard demo` and the tests can
-// judge impossible travel without a GeoLite2 licence.
+// with synthetic address blocks, and writers that turn them into
+// MaxMind-format City and ASN databases, so that `shopguard demo` and the
+// tests can judge impossible travel and account profiles without a
+// GeoLite2 licence.
 //
 // The coordinates and accuracy radii are real; the address blocks are not:
 // they look like the public space of the right regional registry but say
@@ -9,8 +10,8 @@
 // marked as demo data in its metadata, and shopguard warns when it opens one.
 //
 // Non-goals: geodemo does not read databases (ingest does), does not model
-// networks below city level (no ISPs, ASNs or subdivisions), and is not a
-// general mmdb authoring tool.
+// networks below city level (one autonomous system per city, see ASOf; no
+// subdivisions), and is not a general mmdb authoring tool.
 package geodemo
 
 import (

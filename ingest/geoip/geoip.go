@@ -33,6 +33,10 @@ type Config struct {
 	// Path is a MaxMind-format City database (GeoLite2-City or
 	// GeoIP2-City). Empty means no database: travel is not judged.
 	Path string `yaml:"path"`
+	// ASNPath is a MaxMind-format ASN database (GeoLite2-ASN), optional:
+	// with it every located address also names its autonomous system,
+	// which account profiles use as the network.
+	ASNPath string `yaml:"asn_path"`
 	// CacheBytes sizes the lookup cache. 0 turns it off; otherwise it must
 	// be at least 32 MiB, the least fastcache allocates.
 	CacheBytes int `yaml:"cache_bytes"`
@@ -57,6 +61,12 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.Path) != c.Path {
 		errs = append(errs, fmt.Errorf("geoip.path: %q has leading or trailing white space", c.Path))
 	}
+	if strings.TrimSpace(c.ASNPath) != c.ASNPath {
+		errs = append(errs, fmt.Errorf("geoip.asn_path: %q has leading or trailing white space", c.ASNPath))
+	}
+	if c.ASNPath != "" && c.Path == "" {
+		errs = append(errs, errors.New("geoip.asn_path: an ASN database needs a City database (geoip.path) too"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -76,8 +86,13 @@ type DB struct {
 	cache  *fastcache.Cache // nil when CacheBytes is 0
 	places geoipPlaces
 
-	mu sync.RWMutex // guards db against Close; lookups hold it for reading
-	db *geoip2.Reader
+	mu  sync.RWMutex // guards db and asn against Close; lookups hold it for reading
+	db  *geoip2.Reader
+	asn *geoip2.Reader // nil without an ASN database
+	// orgs interns autonomous system names by number, so that cache hits
+	// return them without allocating.
+	orgMu sync.RWMutex
+	orgs  map[uint32]string
 
 	reg                prometheus.Registerer
 	lookups            *prometheus.CounterVec
@@ -112,7 +127,19 @@ func Open(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*DB, erro
 	if err != nil {
 		return nil, err
 	}
-	g := &DB{path: cfg.Path, log: logger, db: db, reg: reg}
+	g := &DB{path: cfg.Path, log: logger, db: db, reg: reg, orgs: map[uint32]string{}}
+	if cfg.ASNPath != "" {
+		if g.asn, err = openASNDB(cfg.ASNPath); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+	}
+	closeAll := func() {
+		_ = db.Close()
+		if g.asn != nil {
+			_ = g.asn.Close()
+		}
+	}
 	if cfg.CacheBytes > 0 {
 		g.cache = fastcache.New(cfg.CacheBytes)
 	}
@@ -127,12 +154,12 @@ func Open(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*DB, erro
 	g.collector = newGeoIPCacheCollector(g.cache)
 	if reg != nil {
 		if err := reg.Register(g.lookups); err != nil {
-			_ = db.Close()
+			closeAll()
 			return nil, fmt.Errorf("GeoIP database %s: register metrics: %w", cfg.Path, err)
 		}
 		if err := reg.Register(g.collector); err != nil {
 			reg.Unregister(g.lookups)
-			_ = db.Close()
+			closeAll()
 			return nil, fmt.Errorf("GeoIP database %s: register metrics: %w", cfg.Path, err)
 		}
 	}
@@ -144,7 +171,43 @@ func Open(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*DB, erro
 	}
 	logger.Info("GeoIP database opened", "path", cfg.Path, "type", md.DatabaseType,
 		"built", md.BuildTime().UTC().Format("2006-01-02"), "cache_bytes", cfg.CacheBytes)
+	if g.asn != nil {
+		amd := g.asn.Metadata()
+		if isDemoDB(amd.DatabaseType, amd.Description) {
+			logger.Warn("ASN database holds shopguard DEMO data; do not use it in production", "path", cfg.ASNPath)
+		}
+		logger.Info("ASN database opened", "path", cfg.ASNPath, "type", amd.DatabaseType,
+			"built", amd.BuildTime().UTC().Format("2006-01-02"))
+	}
 	return g, nil
+}
+
+// openASNDB opens path with geoip2 and makes sure ASN lookups work there.
+func openASNDB(path string) (*geoip2.Reader, error) {
+	db, err := geoip2.Open(path)
+	if err != nil {
+		var unknown geoip2.UnknownDatabaseTypeError
+		if errors.As(err, &unknown) {
+			if db != nil {
+				_ = db.Close()
+			}
+			return nil, fmt.Errorf("ASN database %s: type %q is not an ASN database (want GeoLite2-ASN): %w", path, unknown.DatabaseType, err)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("ASN database %s: file does not exist: %w", path, err)
+		}
+		return nil, fmt.Errorf("ASN database %s: cannot read it as a MaxMind DB: %w", path, err)
+	}
+	if _, err := db.ASN(netip.IPv6Unspecified()); err != nil {
+		typ := db.Metadata().DatabaseType
+		_ = db.Close()
+		var invalid geoip2.InvalidMethodError
+		if errors.As(err, &invalid) {
+			return nil, fmt.Errorf("ASN database %s: type %q is not an ASN database (want GeoLite2-ASN): %w", path, typ, err)
+		}
+		return nil, fmt.Errorf("ASN database %s: probe lookup: %w", path, err)
+	}
+	return db, nil
 }
 
 // openCityDB opens path with geoip2 and makes sure City lookups give
@@ -266,18 +329,52 @@ func (g *DB) lookup(ip netip.Addr) (shopguard.Geo, bool, error) {
 	} else {
 		geo.Country, geo.City = country, city // not cached either
 	}
+	if g.asn != nil {
+		as, err := g.asn.ASN(ip)
+		if err != nil {
+			return shopguard.Geo{}, false, err
+		}
+		if as.AutonomousSystemNumber > 0 && as.AutonomousSystemNumber <= math.MaxUint32 {
+			geo.ASN = uint32(as.AutonomousSystemNumber)
+			geo.ASOrg = g.org(geo.ASN, as.AutonomousSystemOrganization)
+		}
+	}
 	return geo, true, nil
+}
+
+// org returns the interned name of autonomous system n, recording name
+// the first time n is seen.
+func (g *DB) org(n uint32, name string) string {
+	g.orgMu.RLock()
+	s, ok := g.orgs[n]
+	g.orgMu.RUnlock()
+	if ok || name == "" {
+		return s
+	}
+	g.orgMu.Lock()
+	defer g.orgMu.Unlock()
+	if s, ok := g.orgs[n]; ok {
+		return s
+	}
+	g.orgs[n] = name
+	return name
 }
 
 // Close releases the database and the cache and unregisters the metrics. It
 // is idempotent.
 func (g *DB) Close() error {
 	g.mu.Lock()
-	db := g.db
-	g.db = nil
+	db, asn := g.db, g.asn
+	g.db, g.asn = nil, nil
 	g.mu.Unlock()
 	if db == nil {
 		return nil
+	}
+	if asn != nil {
+		if err := asn.Close(); err != nil {
+			_ = db.Close()
+			return fmt.Errorf("close ASN database: %w", err)
+		}
 	}
 	if g.reg != nil {
 		g.reg.Unregister(g.collector)
@@ -294,14 +391,15 @@ func (g *DB) Close() error {
 
 // Cached values. A located address is
 //
-//	'L' lat(8) lon(8) radius(2) len(country)(1) country city
+//	'L' lat(8) lon(8) radius(2) asn(4) len(country)(1) country city
 //
+// (asn 0: none; its organisation comes from DB.orgs)
 // with floats as IEEE 754 bits, little endian; an unlocated one is the single
 // byte 'U'. Values are never empty, so an empty Get result is a cache miss.
 const (
 	geoipLocated   = 'L'
 	geoipUnlocated = 'U'
-	geoipHeader    = 1 + 8 + 8 + 2 + 1
+	geoipHeader    = 1 + 8 + 8 + 2 + 4 + 1
 	// geoipValueBuf holds the value of nearly every place on the stack;
 	// a longer one still works, through an allocation.
 	geoipValueBuf = 128
@@ -321,6 +419,7 @@ func encodeGeo(dst []byte, geo shopguard.Geo, located bool) ([]byte, bool) {
 	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(geo.Lat))
 	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(geo.Lon))
 	dst = binary.LittleEndian.AppendUint16(dst, geo.RadiusKM)
+	dst = binary.LittleEndian.AppendUint32(dst, geo.ASN)
 	dst = append(dst, byte(len(geo.Country)))
 	dst = append(dst, geo.Country...)
 	dst = append(dst, geo.City...)
@@ -340,6 +439,12 @@ func (g *DB) decodeGeo(v []byte) (shopguard.Geo, bool) {
 		Lat:      math.Float64frombits(binary.LittleEndian.Uint64(v[1:9])),
 		Lon:      math.Float64frombits(binary.LittleEndian.Uint64(v[9:17])),
 		RadiusKM: binary.LittleEndian.Uint16(v[17:19]),
+		ASN:      binary.LittleEndian.Uint32(v[19:23]),
+	}
+	if geo.ASN != 0 {
+		g.orgMu.RLock()
+		geo.ASOrg = g.orgs[geo.ASN]
+		g.orgMu.RUnlock()
 	}
 	geo.Country, geo.City = g.places.get(v[geoipHeader-1:])
 	return geo, true

@@ -437,3 +437,65 @@ func TestLocatable(t *testing.T) {
 	}
 	require.False(t, geoip.Locatable(netip.Addr{}))
 }
+
+// geoASNDB writes the demo ASN database of the named geodemo cities.
+func geoASNDB(t testing.TB, names ...string) string {
+	t.Helper()
+	var cities []geodemo.City
+	for _, n := range names {
+		c, ok := geodemo.Lookup(n)
+		require.True(t, ok, n)
+		cities = append(cities, c)
+	}
+	path := filepath.Join(t.TempDir(), "asn.mmdb")
+	require.NoError(t, geodemo.WriteASN(path, cities))
+	return path
+}
+
+func TestGeoIPWithASN(t *testing.T) {
+	for _, cacheBytes := range []int{0, geoip.DefaultConfig.CacheBytes} {
+		g, err := geoip.Open(geoip.Config{Path: geoDB(t, "Tokyo", "Frankfurt", "Kyoto"), ASNPath: geoASNDB(t, "Tokyo", "Frankfurt"),
+			CacheBytes: cacheBytes}, nil, nil)
+		require.NoError(t, err)
+		tokyo := geoCity(t, "Tokyo").Addr(3)
+		for range 2 { // a miss, then (with the cache) a hit
+			geo, ok := g.Locate(tokyo)
+			require.True(t, ok)
+			require.Equal(t, "JP", geo.Country)
+			require.Equal(t, uint32(4713), geo.ASN)
+			require.Equal(t, "NTT Communications Corporation", geo.ASOrg)
+			geo, ok = g.Locate(geoCity(t, "Frankfurt").Addr6(5))
+			require.True(t, ok)
+			require.Equal(t, uint32(24940), geo.ASN, "a data-centre city")
+			// Kyoto has a city record but no ASN record: located, no network.
+			geo, ok = g.Locate(geoCity(t, "Kyoto").Addr(1))
+			require.True(t, ok)
+			require.Equal(t, "Kyoto", geo.City)
+			require.Zero(t, geo.ASN)
+			require.Empty(t, geo.ASOrg)
+		}
+		if cacheBytes > 0 {
+			allocs := testing.AllocsPerRun(1000, func() { _, _ = g.Locate(tokyo) })
+			require.Zero(t, allocs, "a cache hit with an ASN does not allocate")
+		}
+		require.NoError(t, g.Close())
+		_, ok := g.Locate(tokyo)
+		require.False(t, ok, "after Close")
+	}
+}
+
+func TestOpenASNErrors(t *testing.T) {
+	city := geoDB(t, "Tokyo")
+	missing := filepath.Join(t.TempDir(), "GeoLite2-ASN.mmdb")
+	_, err := geoip.Open(geoip.Config{Path: city, ASNPath: missing}, nil, nil)
+	require.ErrorIs(t, err, fs.ErrNotExist)
+	require.ErrorContains(t, err, "ASN database "+missing)
+
+	// A City database given as the ASN one.
+	_, err = geoip.Open(geoip.Config{Path: city, ASNPath: city}, nil, nil)
+	require.ErrorContains(t, err, "ASN database "+city)
+	require.ErrorContains(t, err, "not an ASN database")
+
+	require.ErrorContains(t, geoip.Config{ASNPath: "/x/GeoLite2-ASN.mmdb"}.Validate(), "geoip.asn_path")
+	require.ErrorContains(t, geoip.Config{Path: city, ASNPath: "x.mmdb "}.Validate(), "geoip.asn_path")
+}
