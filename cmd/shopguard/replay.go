@@ -44,11 +44,11 @@ flags:
 
 type replayFlags struct {
 	config, geoip, geoipASN, out, deadLetter, logLevel string
-	format                                   string
-	report                                   string
-	strict                                   bool
-	workers                                  int
-	brokers, topic, since, until             string
+	format                                             string
+	report                                             string
+	strict                                             bool
+	workers                                            int
+	brokers, topic, since, until                       string
 }
 
 func runReplay(ctx context.Context, e env, args []string) int {
