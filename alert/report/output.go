@@ -261,7 +261,11 @@ func timeline(inc *incident) []Point {
 			break
 		}
 	}
-	lo = lo / step * step
+	// An empty step either side: the chart starts and ends at zero, and
+	// an incident within one step is not a single point, which uPlot
+	// spreads over years.
+	lo = lo/step*step - step
+	hi += step
 	pts := make([]Point, (hi-lo)/step+1)
 	for i := range pts {
 		pts[i].T = (lo + int64(i)*step) * 60

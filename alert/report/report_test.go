@@ -209,3 +209,13 @@ func TestReportPageSize(t *testing.T) {
 	require.Less(t, buf.Len(), 1<<20)
 	require.Contains(t, buf.String(), "this page shows the first 2,000")
 }
+
+// TestTimelineHasEmptyEdges: an incident inside one minute charts as three
+// steps (empty, its own, empty), not as a single point.
+func TestTimelineHasEmptyEdges(t *testing.T) {
+	inc := &incident{buckets: map[int64]*bucket{100: {fails: 3}}}
+	pts := timeline(inc)
+	require.Len(t, pts, 3)
+	require.Equal(t, []int64{99 * 60, 100 * 60, 101 * 60}, []int64{pts[0].T, pts[1].T, pts[2].T})
+	require.Equal(t, []int64{0, 3, 0}, []int64{pts[0].Failures, pts[1].Failures, pts[2].Failures})
+}
