@@ -2,6 +2,7 @@ package detect
 
 import (
 	"fmt"
+	"hash/maphash"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -34,6 +35,23 @@ type risky struct {
 
 // sessionKeep bounds the sessions an account remembers.
 const sessionKeep = 8
+
+// sessionUse is an Engine.lastUse slot: a session (key: its id's hash
+// mixed with its account's), its start, and the address and client hash of
+// its last use. It only lets the rule skip what it would skip anyway.
+type sessionUse struct {
+	key   uint64
+	start int64
+	ip    [16]byte
+	ua    uint32
+}
+
+// useSeed seeds the hashes of Engine.lastUse, which lives only in memory.
+var useSeed = maphash.MakeSeed()
+
+// lastUseSlots is the size of Engine.lastUse (1.5 MiB): more sessions
+// than are open at once on a large platform.
+const lastUseSlots = 1 << 15
 
 // unfamiliarRule raises unfamiliar_login (SPEC §3.1).
 type unfamiliarRule struct{ e *Engine }
@@ -110,10 +128,25 @@ func (r hijackRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 	}
 	e := r.e
 	c := e.cfg.SessionHijack
-	a := e.account(ev)
 	t := ev.Time.UnixNano()
+	ip16 := ev.IP.As16()
 	h := hashString(ev.SessionID)
-	ip16, uah := ev.IP.As16(), uint32(hashString(ev.UserAgent))
+	if e.lastUse == nil {
+		e.lastUse = make([]sessionUse, lastUseSlots)
+	}
+	// The slot key mixes the session id with the account; the client is
+	// compared by a fast in-memory hash (the session's own lastUA below is
+	// the checkpointed, seed-free one).
+	key := h ^ maphash.String(useSeed, ev.ShopID) ^ maphash.String(useSeed, ev.Actor)*0x9e3779b97f4a7c15
+	kua := uint32(maphash.String(useSeed, ev.UserAgent))
+	lu := &e.lastUse[key&(lastUseSlots-1)]
+	if lu.key == key && lu.ip == ip16 && lu.ua == kua && t >= lu.start && t-lu.start <= int64(c.Window) {
+		// Used again from where it was last used: nothing to judge, as
+		// below, without finding the account.
+		return dst
+	}
+	uah := uint32(hashString(ev.UserAgent))
+	a := e.account(ev)
 	x := a.ext()
 	var s *session
 	for i := range x.sessions {
@@ -125,6 +158,7 @@ func (r hijackRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 	if s != nil && (s.fired || (s.last == ip16 && s.lastUA == uah)) {
 		// Most uses of a session come from where it was last used: no
 		// need to locate and classify them again.
+		*lu = sessionUse{key: key, start: s.t, ip: ip16, ua: kua}
 		return dst
 	}
 	pr := e.props(ev)
@@ -142,13 +176,20 @@ func (r hijackRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 					old = i
 				}
 			}
+			// The forgotten session must not be skipped by its slot.
+			ok := x.sessions[old].h ^ key ^ h // the forgotten session's key
+			if olu := &e.lastUse[ok&(lastUseSlots-1)]; olu.key == ok {
+				*olu = sessionUse{}
+			}
 			x.sessions[old] = ns
 		}
+		*lu = sessionUse{key: key, start: t, ip: ip16, ua: kua}
 		return dst
 	}
 	s.last, s.lastUA = ip16, uah
 	country := pr.country != 0 && s.country != 0 && pr.country != s.country
 	if !country && (pr.network == s.network || pr.client == s.client) {
+		*lu = sessionUse{key: key, start: s.t, ip: ip16, ua: kua}
 		return dst
 	}
 	s.fired = true
@@ -271,6 +312,9 @@ func (e *Engine) props(ev *shopguard.Event) *props {
 // afterRules learns from a successful login and records the findings the
 // event raised on its account, once every rule has seen it.
 func (e *Engine) afterRules(ev *shopguard.Event, fs []shopguard.Finding) {
+	if len(fs) == 0 && ev.Action != shopguard.ActionLoginSuccess {
+		return // nothing raised, nothing to learn: no need for the account
+	}
 	a := e.account(ev)
 	t := ev.Time.UnixNano()
 	raised := false

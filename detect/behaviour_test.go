@@ -418,3 +418,31 @@ func TestOwnerAfterTwoAttacksIsNotUnfamiliar(t *testing.T) {
 	require.Equal(t, shopguard.RuleUnfamiliarLogin, fs[len(fs)-1].Rule)
 	require.Equal(t, at(6*day1), fs[len(fs)-1].Time)
 }
+
+// TestSessionHijackLastUse pins what the last-use table may skip: a
+// session forgotten by its account (eight newer ones) is judged afresh
+// when it comes back, and a new client at the address of the last use is
+// not skipped.
+func TestSessionHijackLastUse(t *testing.T) {
+	evs := append(habit(5, 5), ownerLogin(at(9*day1), "126.0.1.1", safari, "s-1"))
+	for i := 2; i <= 9; i++ {
+		evs = append(evs, ownerLogin(at(9*day1+time.Duration(i)*time.Minute), "126.0.1.1", safari, fmt.Sprintf("s-%d", i)))
+	}
+	evs = append(evs,
+		act(at(9*day1+20*time.Minute), shopguard.ActionOther, "126.0.1.1", safari, "s-1"), // forgotten: starts over here
+		act(at(9*day1+30*time.Minute), shopguard.ActionOther, "95.216.7.7", curlUA, "s-1"),
+	)
+	fs := run(t, DefaultConfig, asnLocator, evs)
+	require.Equal(t, []string{shopguard.RuleSessionHijack}, rules(fs))
+	require.Equal(t, at(9*day1+30*time.Minute), fs[0].Time)
+
+	evs = append(habit(5, 5),
+		ownerLogin(at(9*day1), "126.0.1.1", safari, "s-1"),
+		act(at(9*day1+time.Minute), shopguard.ActionOther, "61.200.0.1", safari, "s-1"), // another network, same client
+		act(at(9*day1+2*time.Minute), shopguard.ActionOther, "61.200.0.1", safari, "s-1"),
+		act(at(9*day1+3*time.Minute), shopguard.ActionOther, "61.200.0.1", curlUA, "s-1"), // and now another client
+	)
+	fs = run(t, DefaultConfig, asnLocator, evs)
+	require.Equal(t, []string{shopguard.RuleSessionHijack}, rules(fs))
+	require.Equal(t, at(9*day1+3*time.Minute), fs[0].Time)
+}

@@ -127,6 +127,11 @@ type Engine struct {
 	propsOf  *shopguard.Event
 	curProps props
 	uaCache  uaCache
+	// lastUse remembers, per session (direct-mapped by the hash of
+	// account and session id), where it was last used from, so that
+	// session_hijack skips the account lookup for the common case of a
+	// session used again from the same address and client.
+	lastUse []sessionUse
 }
 
 // Option configures an Engine.
