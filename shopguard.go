@@ -137,11 +137,15 @@ const (
 	RuleCredentialStuffing = "credential_stuffing"
 	RuleAccountTakeover    = "account_takeover"
 	RuleBulkExport         = "bulk_export"
+
+	// Campaign rules (SPEC §3.2).
+	RuleStuffingWave = "stuffing_wave"
 )
 
 // Rules lists every rule name in the order the engine evaluates them.
 func Rules() []string {
-	return []string{RuleCredentialStuffing, RuleBruteForce, RuleAccountTakeover, RuleImpossibleTravel, RuleBulkExport}
+	return []string{RuleCredentialStuffing, RuleBruteForce, RuleAccountTakeover, RuleImpossibleTravel, RuleBulkExport,
+		RuleStuffingWave}
 }
 
 // Finding is what shopguard raises (SPEC §2).
@@ -185,6 +189,22 @@ type Evidence struct {
 	CauseID   string `json:"cause_id,omitempty"`   // id of the finding it follows, if any
 	CauseRule string `json:"cause_rule,omitempty"` // rule of that finding
 	Records   int64  `json:"records,omitempty"`    // records of the triggering export
+
+	// stuffing_wave (SPEC §3.2); WaveID also on the account_takeover
+	// findings of a wave.
+	WaveID           string  `json:"wave_id,omitempty"`
+	Baseline         float64 `json:"baseline,omitempty"`           // trailing hourly baseline
+	UnknownUserShare float64 `json:"unknown_user_share,omitempty"` // share of accounts failing as unknown_user
+	Sources          int64   `json:"sources,omitempty"`            // distinct addresses failing
+	TopBlocks        []Tally `json:"top_blocks,omitempty"`         // IPv4 /16s (IPv6 /32s) by addresses
+	Countries        []Tally `json:"countries,omitempty"`          // by addresses
+	ASNs             []Tally `json:"asns,omitempty"`               // by addresses, with an ASN database
+}
+
+// Tally is one key with its count, in wave evidence.
+type Tally struct {
+	Key   string `json:"key"`
+	Count int64  `json:"count"`
 }
 
 // Login is one located login, as impossible_travel evidence.

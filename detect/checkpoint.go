@@ -20,7 +20,7 @@ import (
 // corrupt, of another format version, or taken with other rule settings.
 var ErrCheckpoint = errors.New("unusable engine snapshot")
 
-// The snapshot format, version 2. Integers in the header and trailer are
+// The snapshot format, version 3. Integers in the header and trailer are
 // big endian; "varint" and "uvarint" are encoding/binary's; a string is a
 // uvarint length and the bytes; an address is a uvarint length and
 // netip.Addr's binary form (0, 4, or 16 bytes plus a zone); a prefix is
@@ -33,6 +33,7 @@ var ErrCheckpoint = errors.New("unusable engine snapshot")
 //	                   newer count uvarint, then the older generation's
 //	                   entries sorted by key, then the newer one's
 //	         sources:  the same
+//	         campaign: see campaign_checkpoint.go (version 3)
 //	trailer  CRC-32C (Castagnoli) of header and payload, uint32
 //
 // An account entry:
@@ -59,7 +60,7 @@ var ErrCheckpoint = errors.New("unusable engine snapshot")
 // any of this changes shape or meaning.
 const (
 	snapshotMagic   = "SGCK"
-	snapshotVersion = 2
+	snapshotVersion = 3
 	snapshotHeader  = 16
 	// maxSnapshot bounds the payload length Restore accepts: far above
 	// what the state caps allow, far below what would exhaust memory on a
@@ -85,6 +86,7 @@ func (c Config) fingerprint() [32]byte {
 		d = append(d, ' ')
 		d = n.Prefix.AppendTo(d)
 	}
+	d = append(d, c.campaignFingerprint()...)
 	return sha256.Sum256(d)
 }
 
@@ -115,6 +117,7 @@ func (e *Engine) Snapshot(w io.Writer) error {
 			b = s.appendTo(b)
 		}
 	}
+	b = e.appendCampaign(b)
 
 	binary.BigEndian.PutUint64(b[8:16], uint64(len(b)-snapshotHeader))
 	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
@@ -305,6 +308,7 @@ func (e *Engine) Restore(r io.Reader) error {
 			gen.m[k] = s
 		}
 	}
+	wave, rotated := d.campaign(e.cfg)
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("%d bytes after the last entry", len(d.b))
 	}
@@ -312,6 +316,7 @@ func (e *Engine) Restore(r io.Reader) error {
 		return fmt.Errorf("%w: %w", ErrCheckpoint, d.err)
 	}
 	e.accounts, e.sources, e.mark = accounts, sources, mark
+	e.wave, e.watch.rotated, e.watch.seenFor = wave, rotated, nil
 	e.cur, e.curAcct = nil, nil
 	return nil
 }

@@ -110,6 +110,10 @@ type Engine struct {
 	afterBatch func()
 	snapHint   int // buffer size for the next Snapshot: the last one's, plus room
 
+	// Campaign state (wave.go, watchlist.go).
+	wave  *waveState
+	watch watchState
+
 	// Per-event memo, so the rules share one lookup.
 	cur     *shopguard.Event
 	curAcct *account
@@ -155,6 +159,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	e.accounts = newTable[uint64, account](int64(e.accountHorizon()), cfg.MaxAccounts, e.m.evicted("account"))
 	e.sources = newTable[srcKey, source](int64(e.sourceHorizon()), cfg.MaxSources, e.m.evicted("source"))
 
+	e.wave = newWaveState(cfg)
 	if cfg.CredentialStuffing.Enabled {
 		e.rules = append(e.rules, stuffingRule{e})
 	}
@@ -172,6 +177,9 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	}
 	if cfg.BulkExport.Enabled {
 		e.rules = append(e.rules, exportRule{e})
+	}
+	if cfg.StuffingWave.Enabled {
+		e.rules = append(e.rules, waveRule{e})
 	}
 	return e, nil
 }
@@ -205,8 +213,12 @@ func (e *Engine) Process(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 		e.mark = t
 		e.accounts.advance(t)
 		e.sources.advance(t)
+		e.wave.roll(e.cfg.StuffingWave, t)
 	}
 	switch ev.Action {
+	case shopguard.ActionPasswordChange, shopguard.ActionPasswordReset:
+		e.rotate(ev) // watchlist.go
+		return dst
 	case shopguard.ActionLoginFailure:
 		a := e.account(ev)
 		c := e.cfg
