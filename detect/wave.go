@@ -39,7 +39,7 @@ type WaveConfig struct {
 
 // DefaultWaveConfig holds the defaults of SPEC §3.2.
 var DefaultWaveConfig = WaveConfig{Enabled: true, Severity: shopguard.SeverityHigh,
-	Min: 50, Factor: 3, BaselineHours: 24, WarmUp: 3, MaxAccounts: 200_000}
+	Min: 50, Factor: 3, BaselineHours: 24, WarmUp: 24, MaxAccounts: 200_000}
 
 func (c WaveConfig) validate(bad func(key, format string, args ...any)) {
 	if !c.Severity.Valid() {
@@ -191,12 +191,12 @@ func (w *waveState) roll(c WaveConfig, t int64) {
 }
 
 // countAt is the number of accounts whose newest failure lies in
-// (end-1h, end].
+// [end-1h, end).
 func (w *waveState) countAt(end int64) int {
 	n := 0
 	from := end - int64(time.Hour)
 	for _, x := range w.accts.m {
-		if x.t > from && x.t <= end {
+		if x.t >= from && x.t < end {
 			n++
 		}
 	}
