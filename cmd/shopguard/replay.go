@@ -44,6 +44,7 @@ type replayFlags struct {
 	strict                                   bool
 	workers                                  int
 	brokers, topic, since, until             string
+	watchlist                                string
 }
 
 func runReplay(ctx context.Context, e env, args []string) int {
@@ -61,6 +62,7 @@ func runReplay(ctx context.Context, e env, args []string) int {
 	fs.StringVar(&f.topic, "topic", "", "Kafka `topic` to replay (default: kafka.topic from the config)")
 	fs.StringVar(&f.since, "since", "", "with --brokers: first event `time` (RFC 3339), by Kafka message timestamp")
 	fs.StringVar(&f.until, "until", "", "with --brokers: last event `time` (RFC 3339)")
+	fs.StringVar(&f.watchlist, "watchlist", "", "watchlist `file` of leaked accounts (shop_id<TAB>actor per line)")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
 	}
@@ -126,6 +128,14 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		fmt.Fprintln(e.stderr, "shopguard replay:", err)
 		return exitUsage
 	}
+	if f.watchlist != "" {
+		wl, err := loadWatchlist(f.watchlist, log)
+		if err != nil {
+			fmt.Fprintln(e.stderr, "shopguard replay: --watchlist:", err)
+			return exitUsage
+		}
+		eng.SetWatchlist(wl)
+	}
 
 	// A replay's output is not on a commit path: sync once, at Close, not
 	// after every batch.
@@ -145,6 +155,10 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		err = fmt.Errorf("close %s: %w", f.out, cerr)
 	}
 	summary(e.stderr, im.Stats(), counted, elapsed)
+	if f.watchlist != "" {
+		wc := eng.WatchCounts()
+		fmt.Fprintf(e.stderr, "watchlist: %d listed, %d rotated, %d unrotated\n", wc.Listed, wc.Rotated, wc.Unrotated)
+	}
 	if err != nil {
 		fmt.Fprintln(e.stderr, "shopguard replay:", err)
 		return exitRuntime
