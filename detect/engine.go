@@ -120,6 +120,10 @@ type Engine struct {
 	watch      func(ev *shopguard.Event, fs []shopguard.Finding)
 	snapHint   int // buffer size for the next Snapshot: the last one's, plus room
 
+	// Campaign state (wave.go, watchlist.go).
+	wave *waveState
+	wl   watchState
+
 	// Per-event memo, so the rules share one lookup.
 	cur     *shopguard.Event
 	curAcct *account
@@ -176,8 +180,12 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	e.accounts = newTable[uint64, account](int64(e.accountHorizon()), cfg.MaxAccounts, e.m.evicted("account"))
 	e.sources = newTable[srcKey, source](int64(e.sourceHorizon()), cfg.MaxSources, e.m.evicted("source"))
 
+	e.wave = newWaveState(cfg)
 	if cfg.CredentialStuffing.Enabled {
 		e.rules = append(e.rules, stuffingRule{e})
+	}
+	if cfg.StuffingWave.Enabled {
+		e.rules = append(e.rules, waveRule{e})
 	}
 	if cfg.BruteForce.Enabled {
 		e.rules = append(e.rules, bruteRule{e})
@@ -248,6 +256,7 @@ func (e *Engine) Process(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 		e.mark = t
 		e.accounts.advance(t)
 		e.sources.advance(t)
+		e.wave.roll(e.cfg.StuffingWave, t)
 	}
 	switch ev.Action {
 	case shopguard.ActionLoginFailure:
@@ -262,6 +271,9 @@ func (e *Engine) Process(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 		shopguard.ActionStaffAdd, shopguard.ActionAppInstall:
 		e.m.countSensitive(ev.Action)
 		e.account(ev)
+		if ev.Action == shopguard.ActionPasswordChange || ev.Action == shopguard.ActionPasswordReset {
+			e.rotate(ev) // watchlist.go
+		}
 	case shopguard.ActionCustomersExport, shopguard.ActionOrdersExport:
 		a := e.account(ev)
 		keep := e.cfg.BulkExport.Window

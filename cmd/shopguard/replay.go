@@ -49,6 +49,7 @@ type replayFlags struct {
 	strict                                   bool
 	workers                                  int
 	brokers, topic, since, until             string
+	watchlist                                string
 }
 
 func runReplay(ctx context.Context, e env, args []string) int {
@@ -68,6 +69,7 @@ func runReplay(ctx context.Context, e env, args []string) int {
 	fs.StringVar(&f.topic, "topic", "", "Kafka `topic` to replay (default: kafka.topic from the config)")
 	fs.StringVar(&f.since, "since", "", "with --brokers: first event `time` (RFC 3339), by Kafka message timestamp")
 	fs.StringVar(&f.until, "until", "", "with --brokers: last event `time` (RFC 3339)")
+	fs.StringVar(&f.watchlist, "watchlist", "", "watchlist `file` of leaked accounts (shop_id<TAB>actor per line)")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
 	}
@@ -152,6 +154,14 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		fmt.Fprintln(e.stderr, "shopguard replay:", err)
 		return exitUsage
 	}
+	if f.watchlist != "" {
+		wl, err := loadWatchlist(f.watchlist, log)
+		if err != nil {
+			fmt.Fprintln(e.stderr, "shopguard replay: --watchlist:", err)
+			return exitUsage
+		}
+		eng.SetWatchlist(wl)
+	}
 
 	// A replay's output is not on a commit path: sync once, at Close, not
 	// after every batch.
@@ -182,6 +192,10 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		} else {
 			err = fmt.Errorf("--report: %w", err)
 		}
+	}
+	if f.watchlist != "" {
+		wc := eng.WatchCounts()
+		fmt.Fprintf(e.stderr, "watchlist: %d listed, %d rotated, %d unrotated\n", wc.Listed, wc.Rotated, wc.Unrotated)
 	}
 	if err != nil {
 		fmt.Fprintln(e.stderr, "shopguard replay:", err)
