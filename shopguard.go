@@ -167,7 +167,7 @@ const (
 // Rules lists every rule name in the order the engine evaluates them.
 func Rules() []string {
 	return []string{RuleCredentialStuffing, RuleStuffingWave, RuleBruteForce, RuleFailureBurst, RuleAccountTakeover,
-		RuleImpossibleTravel, RuleUnfamiliarLogin, RuleSessionHijack, RuleRiskyChange,
+		RuleImpossibleTravel, RuleUnfamiliarLogin, RuleLeakedCredentialUse, RuleSessionHijack, RuleRiskyChange,
 		RuleBulkExport}
 }
 

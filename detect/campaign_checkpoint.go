@@ -19,8 +19,13 @@ import (
 //	         wave last above threshold varint |
 //	         accounts uvarint, each (sorted by key): key uint64, time
 //	             varint, unknown_user byte, shop string, actor string |
-//	         addresses uvarint, each (sorted): address, time varint
+//	         addresses uvarint, each (sorted): address, time varint |
+//	         wave start varint | last wave finding id string |
+//	         wave accounts uvarint, each (sorted) a key uint64 |
+//	         wave addresses uvarint, each (sorted) an address
 //	rotated  uvarint, each (sorted by key): account key uint64, time varint
+//	leaked   uvarint, each (sorted by key): account key uint64, time of
+//	         its last leaked_credential_use finding varint
 //
 // The FIFO queues of the wave's sets are rebuilt in time order on restore;
 // their order does not change what the sets hold at any event time.
@@ -63,21 +68,71 @@ func (e *Engine) appendCampaign(b []byte) []byte {
 		b = binary.AppendVarint(b, w.addrs.m[a].t)
 	}
 
-	rot := make([]uint64, 0, len(e.wl.rotated))
-	for k := range e.wl.rotated {
-		rot = append(rot, k)
+	b = binary.AppendVarint(b, w.waveStart)
+	b = appendString(b, w.lastID)
+	wk := make([]uint64, 0, len(w.waveAccts))
+	for k := range w.waveAccts {
+		wk = append(wk, k)
 	}
-	slices.Sort(rot)
-	b = binary.AppendUvarint(b, uint64(len(rot)))
-	for _, k := range rot {
+	slices.Sort(wk)
+	b = binary.AppendUvarint(b, uint64(len(wk)))
+	for _, k := range wk {
 		b = binary.BigEndian.AppendUint64(b, k)
-		b = binary.AppendVarint(b, e.wl.rotated[k])
+	}
+	wa := make([]netip.Addr, 0, len(w.waveAddrs))
+	for a := range w.waveAddrs {
+		wa = append(wa, a)
+	}
+	slices.SortFunc(wa, netip.Addr.Compare)
+	b = binary.AppendUvarint(b, uint64(len(wa)))
+	for _, a := range wa {
+		b = appendAddr(b, a)
+	}
+
+	b = appendTimes(b, e.wl.rotated)
+	return appendTimes(b, e.wl.fired)
+}
+
+// appendTimes writes a map of account keys to times, sorted by key.
+func appendTimes(b []byte, m map[uint64]int64) []byte {
+	keys := make([]uint64, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = binary.BigEndian.AppendUint64(b, k)
+		b = binary.AppendVarint(b, m[k])
 	}
 	return b
 }
 
+// times reads what appendTimes wrote; nil when empty.
+func (d *decoder) times(what string) map[uint64]int64 {
+	var m map[uint64]int64
+	n := d.count(9)
+	var last uint64
+	for i := 0; i < n && d.err == nil; i++ {
+		k, t := d.u64(), d.varint()
+		if d.err != nil {
+			break
+		}
+		if i > 0 && k <= last {
+			d.fail("%s out of order", what)
+			break
+		}
+		last = k
+		if m == nil {
+			m = make(map[uint64]int64, n)
+		}
+		m[k] = t
+	}
+	return m
+}
+
 // campaign reads the campaign section into fresh state.
-func (d *decoder) campaign(cfg Config) (*waveState, map[uint64]int64) {
+func (d *decoder) campaign(cfg Config) (*waveState, map[uint64]int64, map[uint64]int64) {
 	w := newWaveState(cfg)
 	w.hour = d.varint()
 	w.baseline = math.Float64frombits(d.u64())
@@ -134,35 +189,62 @@ func (d *decoder) campaign(cfg Config) (*waveState, map[uint64]int64) {
 		w.addrs.queue = append(w.addrs.queue, q.k)
 	}
 
-	var rot map[uint64]int64
-	n = d.count(9)
-	var last uint64
+	w.waveStart = d.varint()
+	w.lastID = d.string()
+	n = d.count(8)
+	var lastK uint64
 	for i := 0; i < n && d.err == nil; i++ {
-		k, t := d.u64(), d.varint()
-		if d.err != nil {
-			break
+		k := d.u64()
+		if d.err == nil && i > 0 && k <= lastK {
+			d.fail("wave accounts out of order")
 		}
-		if i > 0 && k <= last {
-			d.fail("rotations out of order")
-			break
+		lastK = k
+		if w.waveAccts == nil {
+			w.waveAccts = make(map[uint64]struct{}, n)
 		}
-		last = k
-		if rot == nil {
-			rot = make(map[uint64]int64, n)
-		}
-		rot[k] = t
+		w.waveAccts[k] = struct{}{}
 	}
+	n = d.count(2)
+	var lastA netip.Addr
+	for i := 0; i < n && d.err == nil; i++ {
+		a := d.addr()
+		if d.err == nil && (!a.IsValid() || (i > 0 && a.Compare(lastA) <= 0)) {
+			d.fail("bad wave address")
+		}
+		lastA = a
+		if w.waveAddrs == nil {
+			w.waveAddrs = make(map[netip.Addr]struct{}, n)
+		}
+		w.waveAddrs[a] = struct{}{}
+	}
+	if d.err == nil && (len(w.waveAccts) > w.accts.cap || len(w.waveAddrs) > w.addrs.cap) {
+		d.fail("wave holds more than stuffing_wave.max_accounts")
+	}
+	if d.err == nil && w.waveID != "" {
+		// An active wave's sets exist even when empty, so that failures
+		// during it can be added.
+		if w.waveAccts == nil {
+			w.waveAccts = map[uint64]struct{}{}
+		}
+		if w.waveAddrs == nil {
+			w.waveAddrs = map[netip.Addr]struct{}{}
+		}
+	}
+
+	rot := d.times("rotations")
+	fired := d.times("leaked findings")
 	if d.err != nil {
-		return nil, nil
+		return nil, nil, nil
 	}
-	return w, rot
+	return w, rot, fired
 }
 
 // campaignFingerprint is the part of the settings fingerprint for the
 // campaign rules.
 func (c Config) campaignFingerprint() string {
 	w := c.StuffingWave
-	return fmt.Sprintf("|wave %t %d %g %d %d %d|stuffing48 %d|watch %d",
+	l := c.LeakedCredentialUse
+	return fmt.Sprintf("|wave %t %d %g %d %d %d|stuffing48 %d|watch %d|leaked %t %d",
 		w.Enabled, w.Min, w.Factor, w.BaselineHours, w.WarmUp, w.MaxAccounts,
-		c.CredentialStuffing.IPv6WidePrefix, c.Watchlist.BruteForceThreshold)
+		c.CredentialStuffing.IPv6WidePrefix, c.Watchlist.BruteForceThreshold, l.Enabled, l.Suppress)
 }

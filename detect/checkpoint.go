@@ -385,9 +385,9 @@ func (e *Engine) Restore(r io.Reader) error {
 			gen.m[k] = s
 		}
 	}
-	wave, rotated := newWaveState(e.cfg), map[uint64]int64(nil)
+	wave, rotated, leakedAt := newWaveState(e.cfg), map[uint64]int64(nil), map[uint64]int64(nil)
 	if v >= 4 {
-		wave, rotated = d.campaign(e.cfg)
+		wave, rotated, leakedAt = d.campaign(e.cfg)
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("%d bytes after the last entry", len(d.b))
@@ -396,7 +396,7 @@ func (e *Engine) Restore(r io.Reader) error {
 		return fmt.Errorf("%w: %w", ErrCheckpoint, d.err)
 	}
 	e.accounts, e.sources, e.mark = accounts, sources, mark
-	e.wave, e.wl.rotated, e.wl.seenFor = wave, rotated, nil
+	e.wave, e.wl.rotated, e.wl.fired, e.wl.seenFor = wave, rotated, leakedAt, nil
 	e.cur, e.curAcct, e.propsOf = nil, nil, nil
 	if v < snapshotVersion {
 		e.log.Warn("restored a snapshot of format version 3, which holds no campaign state: the stuffing_wave baseline starts its warm-up again",

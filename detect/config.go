@@ -27,6 +27,8 @@ type Config struct {
 	// Campaign rules (SPEC §3.2): wave.go, watchlist.go.
 	StuffingWave WaveConfig      `yaml:"stuffing_wave"`
 	Watchlist    WatchlistConfig `yaml:"watchlist"`
+	// LeakedCredentialUse configures leaked_credential_use (leaked.go).
+	LeakedCredentialUse LeakedConfig `yaml:"leaked_credential_use"`
 	// Allowlist names networks (office VPNs, the platform's own ranges)
 	// whose logins never count for impossible_travel.
 	Allowlist []Network `yaml:"allowlist"`
@@ -170,10 +172,11 @@ var DefaultConfig = Config{
 	RiskyChange:   RiskyConfig{Enabled: true, Severity: shopguard.SeverityCritical, Window: time.Hour},
 	FailureBurst: BurstConfig{Enabled: true, Severity: shopguard.SeverityMedium,
 		Threshold: 5, Window: time.Minute, Suppress: time.Hour},
-	MaxAccounts:  2_000_000,
-	MaxSources:   2_000_000,
-	StuffingWave: DefaultWaveConfig,
-	Watchlist:    DefaultWatchlistConfig,
+	MaxAccounts:         2_000_000,
+	MaxSources:          2_000_000,
+	StuffingWave:        DefaultWaveConfig,
+	Watchlist:           DefaultWatchlistConfig,
+	LeakedCredentialUse: LeakedConfig{Enabled: true, Severity: shopguard.SeverityCritical, Suppress: time.Hour},
 }
 
 // Limits that keep one key's state small whatever the configuration.
@@ -274,6 +277,8 @@ func (c Config) Validate() error {
 	window("failure_burst.suppress", fb.Suppress)
 	c.StuffingWave.validate(bad)
 	c.Watchlist.validate(bad)
+	severity("leaked_credential_use.severity", c.LeakedCredentialUse.Severity)
+	window("leaked_credential_use.suppress", c.LeakedCredentialUse.Suppress)
 	c.CredentialStuffing.validateCampaign(bad)
 
 	if c.MaxAccounts < 1 {

@@ -205,6 +205,9 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	if cfg.UnfamiliarLogin.Enabled {
 		e.rules = append(e.rules, unfamiliarRule{e})
 	}
+	if cfg.LeakedCredentialUse.Enabled {
+		e.rules = append(e.rules, leakedRule{e})
+	}
 	if cfg.SessionHijack.Enabled {
 		e.rules = append(e.rules, hijackRule{e})
 	}
@@ -229,7 +232,7 @@ func (e *Engine) accountHorizon() time.Duration {
 	if c.RiskyChange.Enabled {
 		h = max(h, c.RiskyChange.Window)
 	}
-	if c.UnfamiliarLogin.Enabled {
+	if c.learnsProfiles() {
 		// A profile must outlive its forgetting time.
 		h = max(h, c.Profile.OpenFinding, time.Duration(c.Profile.ForgetDays)*24*time.Hour)
 	}

@@ -110,6 +110,7 @@ type WatchCounts struct {
 type watchState struct {
 	list    atomic.Pointer[Watchlist]
 	rotated map[uint64]int64 // account hash → event time of its rotation
+	fired   map[uint64]int64 // account hash → last leaked_credential_use finding
 	seenFor *Watchlist       // the list the counts below were computed for
 	counts  WatchCounts
 }

@@ -138,6 +138,40 @@ type waveState struct {
 	fired    int64   // event time of the last stuffing_wave finding
 	waveID   string  // the current wave's id, while it lasts
 	waveEnd  int64   // when the current wave was last above threshold
+
+	// What failed during the current wave (from the hour before it was
+	// first seen until an hour after it was last above threshold), for
+	// the wave-aware account_takeover; capped like the sets above.
+	waveStart int64                   // when the current wave was first above threshold
+	lastID    string                  // id of the current wave's last stuffing_wave finding
+	waveAccts map[uint64]struct{}     // accounts that failed during the wave
+	waveAddrs map[netip.Addr]struct{} // addresses that failed during the wave
+}
+
+// active reports whether t is within the current wave or the hour after it.
+func (w *waveState) active(t int64) bool {
+	return w.waveID != "" && t >= w.waveStart-int64(time.Hour) && t-w.waveEnd <= int64(time.Hour)
+}
+
+// startWave begins a wave at t: its sets start with everything that failed
+// in the last hour, which is what made it a wave.
+func (w *waveState) startWave(t int64) {
+	sum := sha256.Sum256([]byte("stuffing_wave\x00" + strconv.FormatInt(t, 10)))
+	w.waveID = hex.EncodeToString(sum[:8])
+	w.waveStart, w.waveEnd, w.lastID = t, t, ""
+	w.waveAccts = make(map[uint64]struct{}, len(w.accts.m))
+	for k := range w.accts.m {
+		w.waveAccts[k] = struct{}{}
+	}
+	w.waveAddrs = make(map[netip.Addr]struct{}, len(w.addrs.m))
+	for k := range w.addrs.m {
+		w.waveAddrs[k] = struct{}{}
+	}
+}
+
+// endWave forgets a wave that is over.
+func (w *waveState) endWave() {
+	w.waveID, w.lastID, w.waveStart, w.waveAccts, w.waveAddrs = "", "", 0, nil, nil
 }
 
 // newWaveState sizes the sets by the wave's cap and the engine's own caps,
@@ -226,21 +260,59 @@ func (r waveRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopguard
 	from := e.mark - int64(time.Hour)
 	w.accts.expire(from)
 	w.addrs.expire(from)
+	if w.waveID != "" && !w.active(e.mark) {
+		w.endWave()
+	}
+	if w.active(t) {
+		if len(w.waveAccts) < w.accts.cap {
+			w.waveAccts[a.h] = struct{}{}
+		}
+		if len(w.waveAddrs) < w.addrs.cap {
+			w.waveAddrs[ev.IP] = struct{}{}
+		}
+	}
 
 	n := len(w.accts.m)
 	if w.hours < c.WarmUp || n <= c.Min || float64(n) <= c.Factor*w.baseline {
 		return dst
 	}
-	if w.waveID == "" || t-w.waveEnd > int64(time.Hour) {
-		sum := sha256.Sum256([]byte("stuffing_wave\x00" + strconv.FormatInt(t, 10)))
-		w.waveID = hex.EncodeToString(sum[:8])
+	if !w.active(t) {
+		w.startWave(t)
 	}
 	w.waveEnd = max(w.waveEnd, t)
 	if quiet(w.fired, t, time.Hour) {
 		return dst
 	}
 	w.fired = t
-	return append(dst, r.finding(ev, n))
+	f := r.finding(ev, n)
+	w.lastID = f.ID
+	return append(dst, f)
+}
+
+// waveTakeover reports whether a successful login is an account_takeover
+// of the current wave (SPEC §3.2): within the wave or the hour after it,
+// of an account that failed during it, from an address that failed during
+// it, and with a country or a client new to the account's profile.
+func (e *Engine) waveTakeover(a *account, ev *shopguard.Event, t int64) (why string, ok bool) {
+	w := e.wave
+	if !e.cfg.StuffingWave.Enabled || !w.active(t) {
+		return "", false
+	}
+	if _, ok := w.waveAccts[a.h]; !ok {
+		return "", false
+	}
+	if _, ok := w.waveAddrs[ev.IP]; !ok {
+		return "", false
+	}
+	pr := e.props(ev)
+	today, forget := day(t), uint16(e.cfg.Profile.ForgetDays)
+	switch {
+	case pr.hasCountry && !a.prof.familiar(propCountry, pr.country, today, forget):
+		return "country", true
+	case !a.prof.familiar(propClient, pr.client, today, forget):
+		return "client (" + pr.family + ")", true
+	}
+	return "", false
 }
 
 // finding builds the wave's evidence from the last hour's failures.
@@ -266,6 +338,7 @@ func (r waveRule) finding(ev *shopguard.Event, n int) shopguard.Finding {
 	}
 	blocks := map[string]int{}
 	countries := map[string]int{}
+	asns := map[string]int{}
 	for ip := range w.addrs.m {
 		p, _ := ip.Prefix(16)
 		if ip.Is6() {
@@ -273,8 +346,13 @@ func (r waveRule) finding(ev *shopguard.Event, n int) shopguard.Finding {
 		}
 		blocks[p.String()]++
 		if e.loc != nil {
-			if g, ok := e.loc.Locate(ip); ok && g.Country != "" {
-				countries[g.Country]++
+			if g, ok := e.loc.Locate(ip); ok {
+				if g.Country != "" {
+					countries[g.Country]++
+				}
+				if g.ASN != 0 {
+					asns["AS"+strconv.FormatUint(uint64(g.ASN), 10)]++
+				}
 			}
 		}
 	}
@@ -293,6 +371,7 @@ func (r waveRule) finding(ev *shopguard.Event, n int) shopguard.Finding {
 		Sources:          int64(len(w.addrs.m)),
 		TopBlocks:        topTallies(blocks),
 		Countries:        topTallies(countries),
+		ASNs:             topTallies(asns),
 	})
 }
 
