@@ -413,6 +413,15 @@ func (e *Engine) observe(b *shopguard.Batch) {
 	}
 	e.m.entries.WithLabelValues("account").Set(float64(e.accounts.len()))
 	e.m.entries.WithLabelValues("source").Set(float64(e.sources.len()))
+	wc := e.WatchCounts()
+	e.m.watch.WithLabelValues("listed").Set(float64(wc.Listed))
+	e.m.watch.WithLabelValues("rotated").Set(float64(wc.Rotated))
+	e.m.watch.WithLabelValues("unrotated").Set(float64(wc.Unrotated))
+	if e.cfg.StuffingWave.Enabled {
+		ws := e.WaveStats()
+		e.m.waveNow.Set(float64(ws.Failing))
+		e.m.waveBase.Set(ws.Baseline)
+	}
 }
 
 // Stats summarises the engine's state, for logs and tests.

@@ -146,6 +146,8 @@ type waveState struct {
 	lastID    string                  // id of the current wave's last stuffing_wave finding
 	waveAccts map[uint64]struct{}     // accounts that failed during the wave
 	waveAddrs map[netip.Addr]struct{} // addresses that failed during the wave
+
+	waves int // waves started in this engine's life, for the replay summary
 }
 
 // active reports whether t is within the current wave or the hour after it.
@@ -278,6 +280,7 @@ func (r waveRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopguard
 	}
 	if !w.active(t) {
 		w.startWave(t)
+		w.waves++
 	}
 	w.waveEnd = max(w.waveEnd, t)
 	if quiet(w.fired, t, time.Hour) {
@@ -389,4 +392,25 @@ func topTallies(m map[string]int) []shopguard.Tally {
 		return cmp.Or(cmp.Compare(y.Count, x.Count), cmp.Compare(x.Key, y.Key))
 	})
 	return out[:min(len(out), 10)]
+}
+
+// WaveStats are the figures of stuffing_wave: the distinct accounts failing
+// in the last hour, the baseline (0 while warming up), whether the warm-up
+// is over, and the waves and their findings seen so far by this engine
+// (not restored from a checkpoint).
+type WaveStats struct {
+	Failing  int
+	Baseline float64
+	WarmedUp bool
+	Waves    int
+}
+
+// WaveStats returns the wave figures. Call it from the engine's goroutine.
+func (e *Engine) WaveStats() WaveStats {
+	w := e.wave
+	s := WaveStats{Failing: len(w.accts.m), WarmedUp: w.hours >= e.cfg.StuffingWave.WarmUp, Waves: w.waves}
+	if s.WarmedUp {
+		s.Baseline = math.Round(w.baseline*100) / 100
+	}
+	return s
 }

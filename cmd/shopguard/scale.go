@@ -20,8 +20,12 @@ var (
 // stageDetect returns the rules one stage of a scaled-out shopguard runs:
 // the source stage only credential_stuffing and failure_burst, which are
 // keyed by source; the account stage every other rule, keyed by account.
+// stuffing_wave, which counts the whole platform, runs in neither: no task
+// sees all failures (docs/scaling.md), and so neither does the wave-aware
+// account_takeover.
 func stageDetect(c detect.Config, stage string) detect.Config {
 	c = cloneDetect(c)
+	c.StuffingWave.Enabled = false
 	switch stage {
 	case scaleout.StageSource:
 		c.ImpossibleTravel.Enabled = false
@@ -31,6 +35,7 @@ func stageDetect(c detect.Config, stage string) detect.Config {
 		c.UnfamiliarLogin.Enabled = false
 		c.SessionHijack.Enabled = false
 		c.RiskyChange.Enabled = false
+		c.LeakedCredentialUse.Enabled = false
 	case scaleout.StageAccount:
 		c.CredentialStuffing.Enabled = false
 		c.FailureBurst.Enabled = false
@@ -47,6 +52,9 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 	if err := cfg.Kafka.Validate(); err != nil {
 		return usageErr{err}
 	}
+	if cfg.Watchlist.Path != "" {
+		return usageErr{errors.New("watchlist.path: the watchlist is not supported with scale_out.enabled yet (its engines come and go with the partitions); run one instance, or remove it")}
+	}
 	loc := l.loc
 	if loc == nil {
 		g, closeGeo, err := openGeoIP(cfg.GeoIP, l.reg, l.log)
@@ -55,6 +63,9 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 		}
 		defer closeGeo()
 		loc = g
+	}
+	if cfg.Detect.StuffingWave.Enabled {
+		l.log.Warn("stuffing_wave is not judged in scale-out: no task sees the whole platform's failures")
 	}
 	// One set of engine metrics for all tasks' engines; the warning about
 	// a missing GeoIP database once, not once per task.
