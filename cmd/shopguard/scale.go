@@ -43,6 +43,16 @@ func stageDetect(c detect.Config, stage string) detect.Config {
 	return c
 }
 
+// keyPrefix6 is the IPv6 block failed logins are keyed by in scale-out:
+// the widest source level of credential_stuffing (the /48 when on), so that
+// every /64 of a /48 meets in one task.
+func keyPrefix6(c detect.StuffingConfig) int {
+	if w := c.IPv6WidePrefix; w > 0 && w < c.IPv6Prefix {
+		return w
+	}
+	return c.IPv6Prefix
+}
+
 // serveScaleOut is `shopguard run` with scale_out.enabled: instead of the
 // single-process pipeline, this process is one instance of the scaled-out
 // topology (scaleout.Runtime; docs/scaling.md), with the same sinks and HTTP
@@ -98,7 +108,7 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 		NewEngine:      newEngine,
 		Sink:           sinks,
 		IPv4Prefix:     cfg.Detect.CredentialStuffing.IPv4Prefix,
-		IPv6Prefix:     cfg.Detect.CredentialStuffing.IPv6Prefix,
+		IPv6Prefix:     keyPrefix6(cfg.Detect.CredentialStuffing),
 		Metrics:        im,
 		Kafka:          km,
 		Scale:          scaleout.NewMetrics(l.reg),
