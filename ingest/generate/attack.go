@@ -69,8 +69,14 @@ func (g *Generator) spawnAttack() {
 		a = g.rotation4(t0)
 	case 4:
 		a = g.rotation6(t0)
-	default:
+	case 5:
 		a = g.insider(t0)
+	case 6: // campaign.go
+		a = g.listWave(t0)
+	case 7:
+		a = g.unknownSpray(t0)
+	default:
+		a = g.rotation48(t0)
 	}
 	if a == nil || len(a.evs) == 0 {
 		return

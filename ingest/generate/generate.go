@@ -177,9 +177,11 @@ func New(cfg Config) (*Generator, error) {
 		g.resources[i*97] = s
 	}
 	m := cfg.Mix
-	g.attackCum = cumulative([]float64{m.Stuffing, m.BruteForce, m.Hijack, m.RotationV4, m.RotationV6, m.Insider})
+	g.attackCum = cumulative([]float64{m.Stuffing, m.BruteForce, m.Hijack, m.RotationV4, m.RotationV6, m.Insider,
+		m.ListWave, m.UnknownSpray, m.RotationV6W})
 	if len(g.atk6) == 0 { // no IPv6 in the city table: no /64 rotation
-		g.attackCum = cumulative([]float64{m.Stuffing, m.BruteForce, m.Hijack, m.RotationV4, 0, m.Insider})
+		g.attackCum = cumulative([]float64{m.Stuffing, m.BruteForce, m.Hijack, m.RotationV4, 0, m.Insider,
+			m.ListWave, m.UnknownSpray, 0})
 	}
 	g.now = cfg.Start.UnixNano()
 	g.spawnAt = g.now
