@@ -316,6 +316,14 @@ func TestE2EEvalGeneratedDay(t *testing.T) {
 	for _, rule := range append(shopguard.Rules(), "all") {
 		row := rows[rule]
 		require.NotNil(t, row, "no row for %s in\n%s", rule, table)
+		if rule == shopguard.RuleStuffingWave || rule == shopguard.RuleLeakedCredentialUse {
+			// Not in a generated day: the campaign attacks are off by
+			// default (generate --campaigns), a wave needs a day of
+			// warm-up first, and there is no watchlist. Neither rule may
+			// fire on it; TestCampaignGenerated covers the waves.
+			require.Equal(t, []string{"0", "0", "0", "-", "0", "0", "0", "-"}, row, rule)
+			continue
+		}
 		labelled, err := strconv.Atoi(row[4])
 		require.NoError(t, err)
 		require.Positive(t, labelled, "the day has %s attacks", rule)
