@@ -90,3 +90,13 @@ func TestWatchlistReplaySummary(t *testing.T) {
 	require.Equal(t, exitUsage, code)
 	require.Contains(t, errs, "--watchlist")
 }
+
+func TestWatchlistRunMissingFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "shopguard.yml")
+	require.NoError(t, os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nkafka:\n  brokers: [\"127.0.0.1:1\"]\n"), 0o600))
+	code, _, errs := e2eMain(t, "", "run", "--config", cfg, "--watchlist", filepath.Join(dir, "absent.tsv"))
+	require.Equal(t, exitUsage, code, errs)
+	require.Contains(t, errs, "watchlist.path")
+	require.Contains(t, errs, "absent.tsv")
+}
