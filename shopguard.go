@@ -158,12 +158,17 @@ const (
 	RuleSessionHijack      = "session_hijack"
 	RuleRiskyChange        = "risky_change"
 	RuleFailureBurst       = "failure_burst"
+
+	// Campaign rules (SPEC §3.2).
+	RuleStuffingWave        = "stuffing_wave"
+	RuleLeakedCredentialUse = "leaked_credential_use"
 )
 
 // Rules lists every rule name in the order the engine evaluates them.
 func Rules() []string {
-	return []string{RuleCredentialStuffing, RuleBruteForce, RuleFailureBurst, RuleAccountTakeover,
-		RuleImpossibleTravel, RuleUnfamiliarLogin, RuleSessionHijack, RuleRiskyChange, RuleBulkExport}
+	return []string{RuleCredentialStuffing, RuleStuffingWave, RuleBruteForce, RuleFailureBurst, RuleAccountTakeover,
+		RuleImpossibleTravel, RuleUnfamiliarLogin, RuleLeakedCredentialUse, RuleSessionHijack, RuleRiskyChange,
+		RuleBulkExport}
 }
 
 // Finding is what shopguard raises (SPEC §2).
@@ -208,9 +213,21 @@ type Evidence struct {
 	CauseRule string `json:"cause_rule,omitempty"` // rule of that finding
 	Records   int64  `json:"records,omitempty"`    // records of the triggering export
 
-	// WaveID is shared by every finding of one stuffing_wave and by the
-	// account_takeover findings it leads to (SPEC §3.2).
-	WaveID string `json:"wave_id,omitempty"`
+	// stuffing_wave (SPEC §3.2). WaveID is shared by every finding of one
+	// wave and by the account_takeover findings it leads to.
+	WaveID           string  `json:"wave_id,omitempty"`
+	Baseline         float64 `json:"baseline,omitempty"`           // trailing hourly baseline
+	UnknownUserShare float64 `json:"unknown_user_share,omitempty"` // share of accounts failing as unknown_user
+	Sources          int64   `json:"sources,omitempty"`            // distinct addresses failing
+	TopBlocks        []Tally `json:"top_blocks,omitempty"`         // IPv4 /16s (IPv6 /32s) by addresses
+	Countries        []Tally `json:"countries,omitempty"`          // by addresses
+	ASNs             []Tally `json:"asns,omitempty"`               // by addresses, with an ASN database
+}
+
+// Tally is one key with its count, in wave evidence.
+type Tally struct {
+	Key   string `json:"key"`
+	Count int64  `json:"count"`
 }
 
 // Login is one located login, as impossible_travel evidence.

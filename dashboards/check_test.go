@@ -40,6 +40,11 @@ var shopguardMetrics = []string{
 	"shopguard_sink_queue_length",
 	"shopguard_sink_up",
 	"shopguard_build_info",
+	// Campaigns (SPEC §3.2).
+	"shopguard_wave_failing_accounts",
+	"shopguard_wave_baseline_accounts",
+	"shopguard_watchlist_accounts",
+	"shopguard_watchlist_last_reload_successful",
 }
 
 func registry(names ...string) map[string]bool {

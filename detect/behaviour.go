@@ -97,15 +97,7 @@ func (r unfamiliarRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []sho
 	if hosting || pr.kind == clientScript || pr.kind == clientHeadless {
 		sev = c.RiskySeverity
 	}
-	net := "AS" + fmt.Sprint(pr.asn)
-	if pr.asn == 0 {
-		bits := 48
-		if ev.IP.Is4() {
-			bits = 24
-		}
-		pp, _ := ev.IP.Prefix(bits)
-		net = pp.String()
-	}
+	net := networkName(ev.IP, pr.asn)
 	summary := fmt.Sprintf("login from a country, network (%s) and client (%s) new to the account", net, pr.family)
 	if hosting {
 		summary += "; the network is a hosting provider"
@@ -115,6 +107,20 @@ func (r unfamiliarRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []sho
 	})
 	a.compromise(ev.Time.UnixNano(), &f)
 	return append(dst, f)
+}
+
+// networkName names a login's profile network: the ASN when known, else
+// the IPv4 /24 or IPv6 /48.
+func networkName(ip netip.Addr, asn uint32) string {
+	if asn != 0 {
+		return "AS" + fmt.Sprint(asn)
+	}
+	bits := 48
+	if ip.Is4() {
+		bits = 24
+	}
+	pp, _ := ip.Prefix(bits)
+	return pp.String()
 }
 
 // hijackRule raises session_hijack (SPEC §3.1).
@@ -338,7 +344,7 @@ func (e *Engine) afterRules(ev *shopguard.Event, fs []shopguard.Finding) {
 		a.lastFinding = t
 		a.prof.clean()
 	}
-	if ev.Action != shopguard.ActionLoginSuccess || !e.cfg.UnfamiliarLogin.Enabled {
+	if ev.Action != shopguard.ActionLoginSuccess || !e.cfg.learnsProfiles() {
 		return
 	}
 	c := e.cfg.Profile

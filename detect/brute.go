@@ -24,8 +24,12 @@ func (r bruteRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopguar
 	if quiet(a.x.firedBrute, t, c.Window) {
 		return dst
 	}
+	threshold := c.Threshold
+	if r.e.leaked(a.shop, a.actor, t) { // a listed, unrotated account (watchlist.go)
+		threshold = min(threshold, r.e.cfg.Watchlist.BruteForceThreshold)
+	}
 	n, lo, hi := a.x.fails.densest(t, int64(c.Window), nil)
-	if n < int64(c.Threshold) {
+	if n < int64(threshold) {
 		return dst
 	}
 	a.x.firedBrute = t
@@ -34,7 +38,7 @@ func (r bruteRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopguar
 		n, a.actor, a.shop, human(c.Window), len(addrs))
 	return append(dst, newFinding(r.Name(), c.Severity, ev, a.shop, a.actor, ev.IP.String(), summary, shopguard.Evidence{
 		Count:     n,
-		Threshold: int64(c.Threshold),
+		Threshold: int64(threshold),
 		Window:    human(c.Window),
 		First:     time.Unix(0, a.x.fails.s[lo].t).UTC(),
 		Addresses: addrs,

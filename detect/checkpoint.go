@@ -20,7 +20,7 @@ import (
 // corrupt, of another format version, or taken with other rule settings.
 var ErrCheckpoint = errors.New("unusable engine snapshot")
 
-// The snapshot format, version 3. Integers in the header and trailer are
+// The snapshot format, version 4. Integers in the header and trailer are
 // big endian; "varint" and "uvarint" are encoding/binary's; a string is a
 // uvarint length and the bytes; an address is a uvarint length and
 // netip.Addr's binary form (0, 4, or 16 bytes plus a zone); a prefix is
@@ -33,6 +33,7 @@ var ErrCheckpoint = errors.New("unusable engine snapshot")
 //	                   newer count uvarint, then the older generation's
 //	                   entries sorted by key, then the newer one's
 //	         sources:  the same
+//	         campaign: see campaign_checkpoint.go (version 3)
 //	trailer  CRC-32C (Castagnoli) of header and payload, uint32
 //
 // An account entry:
@@ -64,14 +65,18 @@ var ErrCheckpoint = errors.New("unusable engine snapshot")
 //
 // Version 2 snapshots, taken before the profiles of SPEC §3.1 existed, are
 // refused with a message that says so: restoring them with empty profiles
-// would put every account back into learning silently.
+// would put every account back into learning silently. Version 3
+// snapshots (profiles, no campaign section) are restored with empty
+// campaign state: a version 3 engine had no watchlist, so no rotation is
+// lost, and the stuffing_wave baseline starts its warm-up again, which is
+// what an empty state does anyway (the log says so).
 // Times are unix nanoseconds of event time; 0 is "never". Entries are
 // sorted (accounts by key, sources by address then prefix length) so that
 // equal state always encodes to equal bytes. Bump snapshotVersion whenever
 // any of this changes shape or meaning.
 const (
 	snapshotMagic   = "SGCK"
-	snapshotVersion = 3
+	snapshotVersion = 4
 	snapshotHeader  = 16
 	// maxSnapshot bounds the payload length Restore accepts: far above
 	// what the state caps allow, far below what would exhaust memory on a
@@ -85,7 +90,9 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // snapshot taken under other windows, thresholds, blocks or allowlist
 // would mean something else, so Restore refuses it. Severities, which only
 // label findings, and the state caps, which only bound it, are left out.
-func (c Config) fingerprint() [32]byte {
+// version is the snapshot format's: the campaign settings are part of the
+// fingerprint since version 4.
+func (c Config) fingerprint(version uint32) [32]byte {
 	t, b, s, a, x := c.ImpossibleTravel, c.BruteForce, c.CredentialStuffing, c.AccountTakeover, c.BulkExport
 	d := fmt.Appendf(nil, "travel %t %g %g %d|brute %t %d %d|stuffing %t %d %d %d %d|takeover %t %d %d %t|export %t %d %d %d|allow",
 		t.Enabled, t.MaxSpeedKMH, t.MinDistanceKM, t.Suppress,
@@ -101,6 +108,9 @@ func (c Config) fingerprint() [32]byte {
 	d = fmt.Appendf(d, "|profile %d %d %d %d %d %d|unfamiliar %t|hijack %t %d|risky %t %d|burst %t %d %d %d",
 		p.MaxEntries, p.ForgetDays, p.LearningLogins, p.LearningDays, p.TrustDays, p.OpenFinding,
 		u.Enabled, h.Enabled, h.Window, r.Enabled, r.Window, fb.Enabled, fb.Threshold, fb.Window, fb.Suppress)
+	if version >= 4 {
+		d = append(d, c.campaignFingerprint()...)
+	}
 	return sha256.Sum256(d)
 }
 
@@ -111,7 +121,7 @@ func (e *Engine) Snapshot(w io.Writer) error {
 	b := make([]byte, snapshotHeader, max(e.snapHint, 4096))
 	copy(b, snapshotMagic)
 	binary.BigEndian.PutUint32(b[4:8], snapshotVersion)
-	fp := e.cfg.fingerprint()
+	fp := e.cfg.fingerprint(snapshotVersion)
 	b = append(b, fp[:]...)
 	b = binary.AppendVarint(b, e.mark)
 
@@ -131,6 +141,7 @@ func (e *Engine) Snapshot(w io.Writer) error {
 			b = s.appendTo(b)
 		}
 	}
+	b = e.appendCampaign(b)
 
 	binary.BigEndian.PutUint64(b[8:16], uint64(len(b)-snapshotHeader))
 	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
@@ -305,10 +316,11 @@ func (e *Engine) Restore(r io.Reader) error {
 	if string(hdr[:4]) != snapshotMagic {
 		return fmt.Errorf("%w: not a shopguard engine snapshot", ErrCheckpoint)
 	}
-	if v := binary.BigEndian.Uint32(hdr[4:8]); v == 2 {
-		return fmt.Errorf("%w: format version 2 was written before account profiles existed; this shopguard reads version %d only: remove the checkpoint to start with empty state", ErrCheckpoint, snapshotVersion)
-	} else if v != snapshotVersion {
-		return fmt.Errorf("%w: format version %d, this shopguard reads %d", ErrCheckpoint, v, snapshotVersion)
+	v := binary.BigEndian.Uint32(hdr[4:8])
+	if v == 2 {
+		return fmt.Errorf("%w: format version 2 was written before account profiles existed; this shopguard reads versions 3 and %d only: remove the checkpoint to start with empty state", ErrCheckpoint, snapshotVersion)
+	} else if v != 3 && v != snapshotVersion {
+		return fmt.Errorf("%w: format version %d, this shopguard reads versions 3 and %d", ErrCheckpoint, v, snapshotVersion)
 	}
 	size := binary.BigEndian.Uint64(hdr[8:16])
 	if size > maxSnapshot {
@@ -325,7 +337,7 @@ func (e *Engine) Restore(r io.Reader) error {
 		return fmt.Errorf("%w: checksum mismatch (corrupt)", ErrCheckpoint)
 	}
 	d := decoder{b: body[snapshotHeader:]}
-	fp := e.cfg.fingerprint()
+	fp := e.cfg.fingerprint(v)
 	if got := d.take(len(fp)); d.err == nil && !bytes.Equal(got, fp[:]) {
 		return fmt.Errorf("%w: taken with other detect settings (thresholds, windows or allowlist changed)", ErrCheckpoint)
 	}
@@ -373,6 +385,10 @@ func (e *Engine) Restore(r io.Reader) error {
 			gen.m[k] = s
 		}
 	}
+	wave, rotated, leakedAt := newWaveState(e.cfg), map[uint64]int64(nil), map[uint64]int64(nil)
+	if v >= 4 {
+		wave, rotated, leakedAt = d.campaign(e.cfg)
+	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("%d bytes after the last entry", len(d.b))
 	}
@@ -380,7 +396,12 @@ func (e *Engine) Restore(r io.Reader) error {
 		return fmt.Errorf("%w: %w", ErrCheckpoint, d.err)
 	}
 	e.accounts, e.sources, e.mark = accounts, sources, mark
+	e.wave, e.wl.rotated, e.wl.fired, e.wl.seenFor = wave, rotated, leakedAt, nil
 	e.cur, e.curAcct, e.propsOf = nil, nil, nil
+	if v < snapshotVersion {
+		e.log.Warn("restored a snapshot of format version 3, which holds no campaign state: the stuffing_wave baseline starts its warm-up again",
+			"warm_up_hours", e.cfg.StuffingWave.WarmUp)
+	}
 	return nil
 }
 

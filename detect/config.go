@@ -24,6 +24,11 @@ type Config struct {
 	SessionHijack      HijackConfig     `yaml:"session_hijack"`
 	RiskyChange        RiskyConfig      `yaml:"risky_change"`
 	FailureBurst       BurstConfig      `yaml:"failure_burst"`
+	// Campaign rules (SPEC §3.2): wave.go, watchlist.go.
+	StuffingWave WaveConfig      `yaml:"stuffing_wave"`
+	Watchlist    WatchlistConfig `yaml:"watchlist"`
+	// LeakedCredentialUse configures leaked_credential_use (leaked.go).
+	LeakedCredentialUse LeakedConfig `yaml:"leaked_credential_use"`
 	// Allowlist names networks (office VPNs, the platform's own ranges)
 	// whose logins never count for impossible_travel.
 	Allowlist []Network `yaml:"allowlist"`
@@ -65,6 +70,9 @@ type StuffingConfig struct {
 	// so that rotating addresses inside a block does not evade the rule.
 	IPv4Prefix int `yaml:"ipv4_prefix"`
 	IPv6Prefix int `yaml:"ipv6_prefix"`
+	// IPv6WidePrefix is a second, wider IPv6 block (SPEC §3.2: the /48),
+	// with the same threshold; 0 turns it off (stuffing48.go).
+	IPv6WidePrefix int `yaml:"ipv6_wide_prefix"`
 }
 
 // TakeoverConfig configures account_takeover.
@@ -150,7 +158,7 @@ var DefaultConfig = Config{
 	BruteForce: BruteForceConfig{Enabled: true, Severity: shopguard.SeverityMedium,
 		Threshold: 10, Window: 10 * time.Minute},
 	CredentialStuffing: StuffingConfig{Enabled: true, Severity: shopguard.SeverityHigh,
-		Threshold: 20, Window: 10 * time.Minute, IPv4Prefix: 24, IPv6Prefix: 64},
+		Threshold: 20, Window: 10 * time.Minute, IPv4Prefix: 24, IPv6Prefix: 64, IPv6WidePrefix: 48},
 	AccountTakeover: TakeoverConfig{Enabled: true, Severity: shopguard.SeverityCritical,
 		Failures: 5, Window: time.Hour, AfterStuffing: true},
 	BulkExport: ExportConfig{Enabled: true, Severity: shopguard.SeverityHigh,
@@ -164,8 +172,11 @@ var DefaultConfig = Config{
 	RiskyChange:   RiskyConfig{Enabled: true, Severity: shopguard.SeverityCritical, Window: time.Hour},
 	FailureBurst: BurstConfig{Enabled: true, Severity: shopguard.SeverityMedium,
 		Threshold: 5, Window: time.Minute, Suppress: time.Hour},
-	MaxAccounts: 2_000_000,
-	MaxSources:  2_000_000,
+	MaxAccounts:         2_000_000,
+	MaxSources:          2_000_000,
+	StuffingWave:        DefaultWaveConfig,
+	Watchlist:           DefaultWatchlistConfig,
+	LeakedCredentialUse: LeakedConfig{Enabled: true, Severity: shopguard.SeverityCritical, Suppress: time.Hour},
 }
 
 // Limits that keep one key's state small whatever the configuration.
@@ -264,6 +275,11 @@ func (c Config) Validate() error {
 	count("failure_burst.threshold", int64(fb.Threshold))
 	window("failure_burst.window", fb.Window)
 	window("failure_burst.suppress", fb.Suppress)
+	c.StuffingWave.validate(bad)
+	c.Watchlist.validate(bad)
+	severity("leaked_credential_use.severity", c.LeakedCredentialUse.Severity)
+	window("leaked_credential_use.suppress", c.LeakedCredentialUse.Suppress)
+	c.CredentialStuffing.validateCampaign(bad)
 
 	if c.MaxAccounts < 1 {
 		bad("max_accounts", "must be at least 1, got %d", c.MaxAccounts)

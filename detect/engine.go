@@ -120,6 +120,10 @@ type Engine struct {
 	watch      func(ev *shopguard.Event, fs []shopguard.Finding)
 	snapHint   int // buffer size for the next Snapshot: the last one's, plus room
 
+	// Campaign state (wave.go, watchlist.go).
+	wave *waveState
+	wl   watchState
+
 	// Per-event memo, so the rules share one lookup.
 	cur     *shopguard.Event
 	curAcct *account
@@ -181,8 +185,12 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	e.accounts = newTable[uint64, account](int64(e.accountHorizon()), cfg.MaxAccounts, e.m.evicted("account"))
 	e.sources = newTable[srcKey, source](int64(e.sourceHorizon()), cfg.MaxSources, e.m.evicted("source"))
 
+	e.wave = newWaveState(cfg)
 	if cfg.CredentialStuffing.Enabled {
 		e.rules = append(e.rules, stuffingRule{e})
+	}
+	if cfg.StuffingWave.Enabled {
+		e.rules = append(e.rules, waveRule{e})
 	}
 	if cfg.BruteForce.Enabled {
 		e.rules = append(e.rules, bruteRule{e})
@@ -201,6 +209,9 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	}
 	if cfg.UnfamiliarLogin.Enabled {
 		e.rules = append(e.rules, unfamiliarRule{e})
+	}
+	if cfg.LeakedCredentialUse.Enabled {
+		e.rules = append(e.rules, leakedRule{e})
 	}
 	if cfg.SessionHijack.Enabled {
 		e.rules = append(e.rules, hijackRule{e})
@@ -226,7 +237,7 @@ func (e *Engine) accountHorizon() time.Duration {
 	if c.RiskyChange.Enabled {
 		h = max(h, c.RiskyChange.Window)
 	}
-	if c.UnfamiliarLogin.Enabled {
+	if c.learnsProfiles() {
 		// A profile must outlive its forgetting time.
 		h = max(h, c.Profile.OpenFinding, time.Duration(c.Profile.ForgetDays)*24*time.Hour)
 	}
@@ -253,6 +264,7 @@ func (e *Engine) Process(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 		e.mark = t
 		e.accounts.advance(t)
 		e.sources.advance(t)
+		e.wave.roll(e.cfg.StuffingWave, t)
 	}
 	switch ev.Action {
 	case shopguard.ActionLoginFailure:
@@ -267,6 +279,9 @@ func (e *Engine) Process(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 		shopguard.ActionStaffAdd, shopguard.ActionAppInstall:
 		e.m.countSensitive(ev.Action)
 		e.account(ev)
+		if ev.Action == shopguard.ActionPasswordChange || ev.Action == shopguard.ActionPasswordReset {
+			e.rotate(ev) // watchlist.go
+		}
 	case shopguard.ActionCustomersExport, shopguard.ActionOrdersExport:
 		a := e.account(ev)
 		keep := e.cfg.BulkExport.Window
@@ -403,6 +418,15 @@ func (e *Engine) observe(b *shopguard.Batch) {
 	}
 	e.m.entries.WithLabelValues("account").Set(float64(e.accounts.len()))
 	e.m.entries.WithLabelValues("source").Set(float64(e.sources.len()))
+	wc := e.WatchCounts()
+	e.m.watch.WithLabelValues("listed").Set(float64(wc.Listed))
+	e.m.watch.WithLabelValues("rotated").Set(float64(wc.Rotated))
+	e.m.watch.WithLabelValues("unrotated").Set(float64(wc.Unrotated))
+	if e.cfg.StuffingWave.Enabled {
+		ws := e.WaveStats()
+		e.m.waveNow.Set(float64(ws.Failing))
+		e.m.waveBase.Set(ws.Baseline)
+	}
 }
 
 // Stats summarises the engine's state, for logs and tests.

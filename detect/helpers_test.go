@@ -91,7 +91,7 @@ func slicesSortByTime(evs []shopguard.Event) {
 }
 
 // classicConfig is DefaultConfig with only the rules of SPEC §3 (not the
-// behaviour rules of §3.1), for the tests written against those rules
+// behaviour rules of §3.1 nor the campaign rules of §3.2), for the tests written against those rules
 // alone: a fast stuffing run would also be a failure_burst, which those
 // tests do not mean to pin.
 func classicConfig() Config {
@@ -100,5 +100,7 @@ func classicConfig() Config {
 	c.SessionHijack.Enabled = false
 	c.RiskyChange.Enabled = false
 	c.FailureBurst.Enabled = false
+	c.StuffingWave.Enabled = false
+	c.LeakedCredentialUse.Enabled = false
 	return c
 }

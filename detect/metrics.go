@@ -17,6 +17,9 @@ type Metrics struct {
 	entries   *prometheus.GaugeVec
 	evictions *prometheus.CounterVec
 	sensitive *prometheus.CounterVec
+	watch     *prometheus.GaugeVec
+	waveNow   prometheus.Gauge
+	waveBase  prometheus.Gauge
 }
 
 // NewMetrics registers the engine's metrics on reg.
@@ -52,6 +55,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "shopguard_sensitive_changes_total",
 			Help: "Sensitive changes (password, MFA, email, API key, payout, staff, app) seen, by action.",
 		}, []string{"action"}),
+		watch: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shopguard_watchlist_accounts",
+			Help: "Accounts of the watchlist of leaked accounts, by state (listed; rotated: password changed or reset since; unrotated).",
+		}, []string{"state"}),
+		waveNow: f.NewGauge(prometheus.GaugeOpts{
+			Name: "shopguard_wave_failing_accounts",
+			Help: "Distinct accounts with failed logins in the last hour of event time, platform-wide (stuffing_wave).",
+		}),
+		waveBase: f.NewGauge(prometheus.GaugeOpts{
+			Name: "shopguard_wave_baseline_accounts",
+			Help: "Trailing baseline of the hourly count of distinct failing accounts (stuffing_wave); 0 during the warm-up.",
+		}),
+	}
+	for _, s := range []string{"listed", "rotated", "unrotated"} {
+		m.watch.WithLabelValues(s)
 	}
 	for _, a := range shopguard.Actions() {
 		if a.Sensitive() {

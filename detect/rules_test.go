@@ -103,8 +103,9 @@ func TestCredentialStuffing(t *testing.T) {
 		{"19 addresses of a /24", spray(19, 5*time.Minute, func(i int) string { return fmt.Sprintf("45.95.147.%d", 10+i) }), nil},
 		{"rotation across /24s does not add up", spray(40, 5*time.Minute, func(i int) string { return fmt.Sprintf("45.95.%d.1", i) }), nil},
 		{"rotation inside an IPv6 /64", spray(25, 5*time.Minute, func(i int) string { return fmt.Sprintf("2001:db8:1:2::%x", 1000+i) }),
-			[]string{"2001:db8:1:2::/64"}},
-		{"rotation across IPv6 /64s", spray(25, 5*time.Minute, func(i int) string { return fmt.Sprintf("2001:db8:1:%x::1", i) }), nil},
+			[]string{"2001:db8:1::/48"}}, // the widest level that crossed (SPEC §3.2)
+		{"rotation across IPv6 /64s of one /48", spray(25, 5*time.Minute, func(i int) string { return fmt.Sprintf("2001:db8:1:%x::1", i) }), []string{"2001:db8:1::/48"}},
+		{"rotation across IPv6 /48s does not add up", spray(25, 5*time.Minute, func(i int) string { return fmt.Sprintf("2001:db8:%x::1", i) }), nil},
 		{"one address of a rotating block crosses: one finding", spray(60, 5*time.Minute, func(i int) string {
 			if i%2 == 0 {
 				return "45.95.147.1"

@@ -30,42 +30,55 @@ func (r stuffingRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopg
 	t := ev.Time.UnixNano()
 	limit := max(2*c.Threshold, 64)
 
-	addrP := netip.PrefixFrom(ev.IP, ev.IP.BitLen())
-	as := e.source(addrP)
-	as.note(h, t, a, limit)
-	guard := as
-	var bs *source
-	if blockP := e.blockOf(ev.IP); blockP.Bits() != addrP.Bits() {
-		bs = e.source(blockP)
-		bs.note(h, t, a, limit)
-		bs.noteAddr(ev.IP)
-		guard = bs
+	// The levels, narrowest first: the address, its block, and for IPv6
+	// the wider block (stuffing48.go). The widest level's suppression
+	// covers the campaign, so one campaign gives one finding.
+	var lv [3]*source
+	n := 0
+	var buf [3]netip.Prefix
+	for _, p := range e.stuffingLevels(&buf, ev.IP) {
+		s := e.source(p)
+		s.note(h, t, a, limit)
+		if n > 0 {
+			s.noteAddr(ev.IP)
+		}
+		lv[n] = s
+		n++
 	}
+	levels := lv[:n]
+	guard := levels[n-1]
 	if quiet(guard.fired, t, c.Window) {
 		return dst
 	}
-	hit := as
-	n, first := as.distinct(t, c.Window)
-	if n < c.Threshold {
-		if bs == nil {
-			return dst
-		}
-		if n, first = bs.distinct(t, c.Window); n < c.Threshold {
-			return dst
-		}
-		hit = bs
+	// hit is the address when it crossed by itself (SPEC §2), else the
+	// widest block that crossed (SPEC §3.2).
+	var hit *source
+	var cnt int
+	var first int64
+	if k, f := levels[0].distinct(t, c.Window); k >= c.Threshold {
+		hit, cnt, first = levels[0], k, f
 	}
-
-	guard.fired, as.fired = t, t
+	for i := n - 1; i > 0 && hit == nil; i-- {
+		if k, f := levels[i].distinct(t, c.Window); k >= c.Threshold {
+			hit, cnt, first = levels[i], k, f
+		}
+	}
+	if hit == nil {
+		return dst
+	}
+	for _, s := range levels {
+		s.fired = t
+	}
 	ip := ev.IP.String()
 	var addrs []string
-	if hit == bs {
-		ip = bs.prefix.String()
-		addrs = make([]string, len(bs.addrs))
-		for i, x := range bs.addrs {
+	if hit != levels[0] {
+		ip = hit.prefix.String()
+		addrs = make([]string, len(hit.addrs))
+		for i, x := range hit.addrs {
 			addrs[i] = x.String()
 		}
 	}
+	n = cnt
 	f := newFinding(r.Name(), c.Severity, ev, "", "", ip,
 		fmt.Sprintf("failed logins against %d accounts from %s within %s", n, ip, human(c.Window)),
 		shopguard.Evidence{

@@ -10,7 +10,8 @@ import (
 // takeoverRule raises account_takeover for a successful login from an
 // address that, within Window, failed at least Failures times on the same
 // account, or that (or its block) was named by a credential_stuffing
-// finding.
+// finding, or that failed during a stuffing_wave the account also failed
+// in, with a country or client new to the account (wave.go).
 type takeoverRule struct{ e *Engine }
 
 func (takeoverRule) Name() string { return shopguard.RuleAccountTakeover }
@@ -46,11 +47,8 @@ func (r takeoverRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopg
 		evd = shopguard.Evidence{Cause: "failures", Count: n, Threshold: int64(c.Failures),
 			Window: human(c.Window), First: timeOf(first)}
 		summary = fmt.Sprintf("successful login from %s after %d failed logins from it within %s", ev.IP, n, human(c.Window))
-	case c.AfterStuffing:
+	case c.AfterStuffing && e.flaggedSource(ev.IP, from, t) != nil:
 		s := e.flaggedSource(ev.IP, from, t)
-		if s == nil {
-			return dst
-		}
 		evd = shopguard.Evidence{Cause: shopguard.RuleCredentialStuffing, CauseID: s.flagID,
 			CauseRule: shopguard.RuleCredentialStuffing, Window: human(c.Window), First: timeOf(s.flag)}
 		if s.prefix.Bits() == ev.IP.BitLen() {
@@ -59,7 +57,14 @@ func (r takeoverRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopg
 			summary = fmt.Sprintf("successful login from %s in %s, flagged for credential stuffing at %s", ev.IP, s.prefix, timeOf(s.flag).Format("15:04:05Z07:00"))
 		}
 	default:
-		return dst
+		why, ok := e.waveTakeover(a, ev, t)
+		if !ok {
+			return dst
+		}
+		w := e.wave
+		evd = shopguard.Evidence{Cause: shopguard.RuleStuffingWave, CauseID: w.lastID, CauseRule: shopguard.RuleStuffingWave,
+			WaveID: w.waveID, First: timeOf(w.waveStart)}
+		summary = fmt.Sprintf("successful login during stuffing wave %s of an account and from an address that failed in it, with %s", w.waveID, why)
 	}
 	f := newFinding(r.Name(), c.Severity, ev, a.shop, a.actor, ev.IP.String(), summary, evd)
 	a.ext().firedTakeover = t

@@ -76,9 +76,10 @@ type Options struct {
 	// Sink takes the findings of both stages (a record sink returns once
 	// they are durable). Required.
 	Sink shopguard.Sink
-	// IPv4Prefix and IPv6Prefix are the source blocks of
-	// credential_stuffing (detect.credential_stuffing.ipv4_prefix and
-	// ipv6_prefix): failed logins are keyed by them.
+	// IPv4Prefix and IPv6Prefix are the widest source blocks of
+	// credential_stuffing (detect.credential_stuffing.ipv4_prefix, and
+	// ipv6_wide_prefix when set, else ipv6_prefix): failed logins are
+	// keyed by them, so every level of a source meets in one task.
 	IPv4Prefix, IPv6Prefix int
 	// Metrics counts the valid events read from the audit topic, Kafka the
 	// Kafka client metrics, Scale the scale-out metrics (nil: unregistered

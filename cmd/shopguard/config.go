@@ -47,6 +47,8 @@ type Config struct {
 	Sinks  alert.Config       `yaml:"sinks"`
 	// ScaleOut runs `shopguard run` as one of N instances (docs/scaling.md).
 	ScaleOut scaleout.Config `yaml:"scale_out"`
+	// Watchlist is the file of leaked accounts (SPEC §3.2; watchlist.go).
+	Watchlist WatchlistConfig `yaml:"watchlist"`
 }
 
 // defaultConfig returns the configuration an empty file means.
@@ -61,6 +63,7 @@ func defaultConfig() Config {
 		Kafka:      kafka.DefaultConfig,
 		Detect:     cloneDetect(detect.DefaultConfig),
 		ScaleOut:   scaleout.DefaultConfig,
+		Watchlist:  DefaultWatchlistConfig,
 	}
 }
 
@@ -223,6 +226,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.ScaleOut.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Watchlist.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -34,7 +34,7 @@ const repoRoot = "../.."
 // newRegistry, then the metrics every package registers in live.serve, with
 // every sink configured (against addresses nothing listens on: building a
 // sink does not connect) and GeoIP opened on the demo database, as the demo
-// does, checkpoints on, and the scale-out metrics too (a process registers
+// does, checkpoints and a watchlist on, and the scale-out metrics too (a process registers
 // those instead of the checkpoint ones with scale_out.enabled; here the
 // registry holds every metric run may serve). Nothing is sent or written.
 func dbRegistry(t *testing.T) *prometheus.Registry {
@@ -51,6 +51,7 @@ func dbRegistry(t *testing.T) *prometheus.Registry {
 	t.Cleanup(func() { _ = geo.Close() })
 
 	detect.NewMetrics(reg)
+	newWatchlistMetrics(reg)
 	ck := DefaultCheckpointConfig
 	ck.Path = filepath.Join(dir, "checkpoint")
 	newCheckpointer(ck, kafka.DefaultConfig.Topic, kafka.DefaultConfig.Group, reg, nil)
@@ -145,7 +146,7 @@ func TestDashboardsUseRegisteredMetrics(t *testing.T) {
 // number, and build info. Never a shop, actor or address.
 var dbBoundedLabels = map[string]bool{
 	"action": true, "reason": true, "result": true, "rule": true, "severity": true,
-	"sink": true, "kind": true, "stage": true, "partition": true, "version": true, "goversion": true,
+	"sink": true, "kind": true, "stage": true, "state": true, "partition": true, "version": true, "goversion": true,
 }
 
 func TestMetricLabelsAreBounded(t *testing.T) {

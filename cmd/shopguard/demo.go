@@ -52,9 +52,10 @@ func runDemo(ctx context.Context, e env, args []string) int {
 	fs.Int64Var(&seed, "seed", 1, "generator seed")
 	fs.StringVar(&alertmanagers, "alertmanager", "", "also send findings to these comma-separated Alertmanager `URLs`")
 	fs.StringVar(&labels, "labels", "", "on exit, write the ground truth of the generated attacks to this `file`")
-	var format, geoipCity, geoipASN string
+	var format, geoipCity, geoipASN, watchlist string
 	fs.StringVar(&geoipCity, "geoip", "demo", "MaxMind City database `path`, or \"demo\" for the built-in demo world (overrides geoip.path)")
 	fs.StringVar(&geoipASN, "geoip-asn", "", "MaxMind ASN database `path` (overrides geoip.asn_path; the demo world has its own)")
+	fs.StringVar(&watchlist, "watchlist", "", "watchlist `file` of leaked accounts, shop_id<TAB>actor per line, re-read when it changes and on SIGHUP (overrides watchlist.path)")
 	fs.StringVar(&format, "format", "", "input `format` of the audit topic: shopguard, ecs, ocsf, nginx or mapping (overrides input.format; other than shopguard needs --generate=false)")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
@@ -69,6 +70,9 @@ func runDemo(ctx context.Context, e env, args []string) int {
 	}
 	if code := applyFormat(e, "demo", &cfg, format); code >= 0 {
 		return code
+	}
+	if watchlist != "" {
+		cfg.Watchlist.Path = watchlist
 	}
 	if gen && cfg.Input.Format != "" && cfg.Input.Format != "shopguard" {
 		return usageError(e, "demo", "--format %s: the generator writes the native format; add --generate=false and produce %s yourself", cfg.Input.Format, cfg.Input.Format)

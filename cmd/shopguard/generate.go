@@ -49,12 +49,15 @@ func runGenerate(ctx context.Context, e env, args []string) int {
 	fs.StringVar(&brokers, "brokers", "", "produce to Kafka at these comma-separated `brokers` instead of standard output")
 	fs.StringVar(&topic, "topic", kafka.DefaultConfig.Topic, "with --brokers: the events `topic`")
 	fs.Float64Var(&rate, "rate", 200, "with --brokers: events per second of wall-clock time (0: as fast as possible)")
+	var campaigns float64
+	fs.Float64Var(&campaigns, "campaigns", 0, "weight of each campaign attack (a list wave, an unknown-user spray, a /48 rotation) against the others' defaults (0: none; stuffing_wave needs a day of events first)")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
 	}
 	if fs.NArg() > 0 {
 		return usageError(e, "generate", "unexpected argument %q", fs.Arg(0))
 	}
+	cfg.Mix.ListWave, cfg.Mix.UnknownSpray, cfg.Mix.RotationV6W = campaigns, campaigns, campaigns
 	if start == "now" {
 		cfg.Start = time.Now().UTC().Truncate(time.Second)
 	} else {

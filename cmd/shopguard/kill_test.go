@@ -42,7 +42,10 @@ func ktNewAttack(r int, t1, t2 time.Time) ktAttack {
 	sydney, _ := geodemo.Lookup("Sydney")
 	tokyo, _ := geodemo.Lookup("Tokyo")
 	frankfurt, _ := geodemo.Lookup("Frankfurt")
-	stuffer := sydney.Addr6(1<<40 + uint64(r))
+	// Each attack's stuffer in an IPv6 /48 of its own: two attacks from
+	// one /48 within the window are one credential_stuffing campaign
+	// (SPEC §3.2), and consecutive attacks are minutes apart.
+	stuffer := ktStufferCity(r).Addr6(1<<40 + uint64(r))
 	guesser := sydney.Addr6(1<<41 + uint64(r))
 	ev := func(t time.Time, actor string, action shopguard.Action, ip string) shopguard.Event {
 		e := shopguard.Event{Time: t, ShopID: a.shop, Actor: actor, Action: action, UserAgent: "kill-test"}
@@ -67,6 +70,18 @@ func ktNewAttack(r int, t1, t2 time.Time) ktAttack {
 	a.first = half(t1, 0, tokyo.Addr(60_000+uint32(r)).String())
 	a.second = half(t2, 12, frankfurt.Addr(60_000+uint32(r)).String())
 	return a
+}
+
+// ktStufferCity returns the r-th demo city with an IPv6 block, skipping
+// Tokyo and Frankfurt, where the attacks' logins come from.
+func ktStufferCity(r int) geodemo.City {
+	var cs []geodemo.City
+	for _, c := range geodemo.Cities {
+		if c.Addr6(0).IsValid() && c.Name != "Tokyo" && c.Name != "Frankfurt" {
+			cs = append(cs, c)
+		}
+	}
+	return cs[r%len(cs)]
 }
 
 // found reports whether fs hold this attack's three findings, each raised

@@ -111,6 +111,10 @@ func (l *live) serve(ctx context.Context) error {
 	if err != nil {
 		return usageErr{err}
 	}
+	wl, err := startWatchlist(cfg.Watchlist, eng.SetWatchlist, l.reg, l.log)
+	if err != nil {
+		return err
+	}
 	var processed map[int]int64 // the restored checkpoint's offsets
 	if ck != nil {
 		ck.eng = eng
@@ -195,7 +199,7 @@ func (l *live) serve(ctx context.Context) error {
 		}
 		return err
 	}
-	return l.runActors(ctx, ready, sinks, work, "shopguard running",
+	return l.runActors(ctx, ready, sinks, withWatchlist(wl, work), "shopguard running",
 		"listen", "", "brokers", cfg.Kafka.Brokers, "topic", cfg.Kafka.Topic, "group", cfg.Kafka.Group)
 }
 

@@ -49,6 +49,7 @@ type replayFlags struct {
 	strict                                             bool
 	workers                                            int
 	brokers, topic, since, until                       string
+	watchlist                                          string
 }
 
 func runReplay(ctx context.Context, e env, args []string) int {
@@ -69,6 +70,7 @@ func runReplay(ctx context.Context, e env, args []string) int {
 	fs.StringVar(&f.topic, "topic", "", "Kafka `topic` to replay (default: kafka.topic from the config)")
 	fs.StringVar(&f.since, "since", "", "with --brokers: first event `time` (RFC 3339), by Kafka message timestamp")
 	fs.StringVar(&f.until, "until", "", "with --brokers: last event `time` (RFC 3339)")
+	fs.StringVar(&f.watchlist, "watchlist", "", "watchlist `file` of leaked accounts, shop_id<TAB>actor per line (overrides watchlist.path)")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
 	}
@@ -93,6 +95,9 @@ func runReplay(ctx context.Context, e env, args []string) int {
 	}
 	if f.geoipASN != "" {
 		cfg.GeoIP.ASNPath = f.geoipASN
+	}
+	if f.watchlist == "" {
+		f.watchlist = cfg.Watchlist.Path
 	}
 	if f.logLevel != "" {
 		if _, err := parseLevel(f.logLevel); err != nil {
@@ -156,6 +161,14 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		fmt.Fprintln(e.stderr, "shopguard replay:", err)
 		return exitUsage
 	}
+	if f.watchlist != "" {
+		wl, err := loadWatchlist(f.watchlist, log)
+		if err != nil {
+			fmt.Fprintln(e.stderr, "shopguard replay: --watchlist:", err)
+			return exitUsage
+		}
+		eng.SetWatchlist(wl)
+	}
 
 	// A replay's output is not on a commit path: sync once, at Close, not
 	// after every batch.
@@ -175,6 +188,7 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		err = fmt.Errorf("close %s: %w", f.out, cerr)
 	}
 	summary(e.stderr, im.Stats(), counted, elapsed)
+	campaignSummary(e.stderr, cfg.Detect, eng, f.watchlist != "")
 	if err == nil && rb != nil {
 		rstart := time.Now()
 		rep := rb.Report(time.Now())
@@ -192,6 +206,24 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		return exitRuntime
 	}
 	return exitOK
+}
+
+// campaignSummary prints the wave and watchlist figures of a replay (SPEC
+// §3.2): how many waves, the baseline it ended with (or that it was still
+// warming up), and the listed, rotated and unrotated accounts.
+func campaignSummary(w io.Writer, cfg detect.Config, eng *detect.Engine, watchlist bool) {
+	if cfg.StuffingWave.Enabled {
+		ws := eng.WaveStats()
+		if ws.WarmedUp {
+			fmt.Fprintf(w, "waves: %d (baseline %.1f accounts failing an hour at the end)\n", ws.Waves, ws.Baseline)
+		} else {
+			fmt.Fprintf(w, "waves: %d (baseline still warming up: less than %d complete hours of events)\n", ws.Waves, cfg.StuffingWave.WarmUp)
+		}
+	}
+	if watchlist {
+		wc := eng.WatchCounts()
+		fmt.Fprintf(w, "watchlist: %d listed, %d rotated, %d unrotated\n", wc.Listed, wc.Rotated, wc.Unrotated)
+	}
 }
 
 // openGeoIP opens the configured database, or returns a nil Locator when no

@@ -29,8 +29,9 @@ func runRun(ctx context.Context, e env, args []string) int {
 	fs.StringVar(&geoip, "geoip", "", "MaxMind City database `path` (overrides geoip.path)")
 	fs.StringVar(&geoipASN, "geoip-asn", "", "MaxMind ASN database `path` (GeoLite2-ASN.mmdb; overrides geoip.asn_path)")
 	fs.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides log_level)")
-	var format string
+	var format, watchlist string
 	fs.StringVar(&format, "format", "", "input `format`: shopguard, ecs, ocsf, nginx or mapping (overrides input.format)")
+	fs.StringVar(&watchlist, "watchlist", "", "watchlist `file` of leaked accounts, shop_id<TAB>actor per line, re-read when it changes and on SIGHUP (overrides watchlist.path)")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
 	}
@@ -56,6 +57,9 @@ func runRun(ctx context.Context, e env, args []string) int {
 	}
 	if geoipASN != "" {
 		cfg.GeoIP.ASNPath = geoipASN
+	}
+	if watchlist != "" {
+		cfg.Watchlist.Path = watchlist
 	}
 	if logLevel != "" {
 		if _, err := parseLevel(logLevel); err != nil {

@@ -20,8 +20,12 @@ var (
 // stageDetect returns the rules one stage of a scaled-out shopguard runs:
 // the source stage only credential_stuffing and failure_burst, which are
 // keyed by source; the account stage every other rule, keyed by account.
+// stuffing_wave, which counts the whole platform, runs in neither: no task
+// sees all failures (docs/scaling.md), and so neither does the wave-aware
+// account_takeover.
 func stageDetect(c detect.Config, stage string) detect.Config {
 	c = cloneDetect(c)
+	c.StuffingWave.Enabled = false
 	switch stage {
 	case scaleout.StageSource:
 		c.ImpossibleTravel.Enabled = false
@@ -31,11 +35,22 @@ func stageDetect(c detect.Config, stage string) detect.Config {
 		c.UnfamiliarLogin.Enabled = false
 		c.SessionHijack.Enabled = false
 		c.RiskyChange.Enabled = false
+		c.LeakedCredentialUse.Enabled = false
 	case scaleout.StageAccount:
 		c.CredentialStuffing.Enabled = false
 		c.FailureBurst.Enabled = false
 	}
 	return c
+}
+
+// keyPrefix6 is the IPv6 block failed logins are keyed by in scale-out:
+// the widest source level of credential_stuffing (the /48 when on), so that
+// every /64 of a /48 meets in one task.
+func keyPrefix6(c detect.StuffingConfig) int {
+	if w := c.IPv6WidePrefix; w > 0 && w < c.IPv6Prefix {
+		return w
+	}
+	return c.IPv6Prefix
 }
 
 // serveScaleOut is `shopguard run` with scale_out.enabled: instead of the
@@ -47,6 +62,9 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 	if err := cfg.Kafka.Validate(); err != nil {
 		return usageErr{err}
 	}
+	if cfg.Watchlist.Path != "" {
+		return usageErr{errors.New("watchlist.path: the watchlist is not supported with scale_out.enabled yet (its engines come and go with the partitions); run one instance, or remove it")}
+	}
 	loc := l.loc
 	if loc == nil {
 		g, closeGeo, err := openGeoIP(cfg.GeoIP, l.reg, l.log)
@@ -55,6 +73,9 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 		}
 		defer closeGeo()
 		loc = g
+	}
+	if cfg.Detect.StuffingWave.Enabled {
+		l.log.Warn("stuffing_wave is not judged in scale-out: no task sees the whole platform's failures")
 	}
 	// One set of engine metrics for all tasks' engines; the warning about
 	// a missing GeoIP database once, not once per task.
@@ -87,7 +108,7 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 		NewEngine:      newEngine,
 		Sink:           sinks,
 		IPv4Prefix:     cfg.Detect.CredentialStuffing.IPv4Prefix,
-		IPv6Prefix:     cfg.Detect.CredentialStuffing.IPv6Prefix,
+		IPv6Prefix:     keyPrefix6(cfg.Detect.CredentialStuffing),
 		Metrics:        im,
 		Kafka:          km,
 		Scale:          scaleout.NewMetrics(l.reg),

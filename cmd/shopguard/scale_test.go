@@ -83,8 +83,12 @@ func scNewScenario(t *testing.T, n int64) *scScenario {
 	require.NoError(t, os.WriteFile(s.events, buf.Bytes(), 0o644))
 
 	out := filepath.Join(s.dir, "replay.jsonl")
+	// Scale-out runs no stuffing_wave (no task sees the whole platform):
+	// the replay to compare with runs without it too.
+	nowave := filepath.Join(s.dir, "nowave.yml")
+	require.NoError(t, os.WriteFile(nowave, []byte("detect:\n  stuffing_wave:\n    enabled: false\n"), 0o644))
 	var stderr bytes.Buffer
-	code := Main(context.Background(), []string{"replay", "--geoip", s.geo, "--out", out, s.events}, nil, io.Discard, &stderr)
+	code := Main(context.Background(), []string{"replay", "--config", nowave, "--geoip", s.geo, "--out", out, s.events}, nil, io.Discard, &stderr)
 	require.Equal(t, 0, code, stderr.String())
 	b, err := os.ReadFile(out)
 	require.NoError(t, err)

@@ -77,8 +77,14 @@ func (g *Generator) spawnAttack() {
 		a = g.quietTakeover(t0)
 	case 7:
 		a = g.sessionTheft(t0)
-	default:
+	case 8:
 		a = g.burst(t0)
+	case 9: // campaign.go
+		a = g.listWave(t0)
+	case 10:
+		a = g.unknownSpray(t0)
+	default:
+		a = g.rotation48(t0)
 	}
 	if a == nil || len(a.evs) == 0 {
 		return

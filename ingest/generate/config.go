@@ -52,6 +52,10 @@ type AttackMix struct {
 	Quiet      float64 `yaml:"quiet_takeover"` // AttackQuietTakeover
 	Theft      float64 `yaml:"session_theft"`  // AttackSessionTheft
 	Burst      float64 `yaml:"failure_burst"`  // AttackBurst
+	// The campaign attacks (campaign.go), 0 by default.
+	ListWave     float64 `yaml:"list_wave"`      // AttackListWave
+	UnknownSpray float64 `yaml:"unknown_spray"`  // AttackUnknownSpray
+	RotationV6W  float64 `yaml:"rotation_v6_48"` // AttackRotationV6W
 }
 
 // DefaultConfig is the configuration the demo and `shopguard generate` use,
@@ -121,6 +125,7 @@ func (c Config) Validate() error {
 		{"stuffing", c.Mix.Stuffing}, {"brute_force", c.Mix.BruteForce}, {"hijack", c.Mix.Hijack},
 		{"rotation_v4", c.Mix.RotationV4}, {"rotation_v6", c.Mix.RotationV6}, {"insider", c.Mix.Insider},
 		{"quiet_takeover", c.Mix.Quiet}, {"session_theft", c.Mix.Theft}, {"failure_burst", c.Mix.Burst},
+		{"list_wave", c.Mix.ListWave}, {"unknown_spray", c.Mix.UnknownSpray}, {"rotation_v6_48", c.Mix.RotationV6W},
 	} {
 		if !(w.v >= 0) || math.IsInf(w.v, 0) {
 			errs = append(errs, fmt.Errorf("mix.%s: %g is not a finite weight ≥ 0", w.key, w.v))

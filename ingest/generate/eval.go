@@ -65,7 +65,8 @@ func ratio(a, b int) float64 {
 //   - its time lies within [Start, End+MatchSlack], both ends included, and
 //   - its key matches: for credential_stuffing and failure_burst, the finding's ip (an
 //     address or a CIDR block) equals, contains or lies inside one of the
-//     label's Sources; for every other rule, the finding's account
+//     label's Sources; for stuffing_wave, which is platform-wide, none
+//     (the time alone); for every other rule, the finding's account
 //     (shop_id + actor) is the label's own (ShopID, Actor) or one of its
 //     Accounts.
 //
@@ -170,7 +171,13 @@ func newMatcher(labels []Label) *matcher {
 // match appends to dst the indexes of the labels f matches (see Evaluate).
 func (m *matcher) match(dst []int, f *shopguard.Finding) []int {
 	var cands []int
-	if f.Rule == shopguard.RuleCredentialStuffing || f.Rule == shopguard.RuleFailureBurst {
+	if f.Rule == shopguard.RuleStuffingWave {
+		// Platform-wide: no account or source to match, only the time
+		// (campaign.go).
+		for li := range m.labels {
+			cands = append(cands, li)
+		}
+	} else if f.Rule == shopguard.RuleCredentialStuffing || f.Rule == shopguard.RuleFailureBurst {
 		p, ok := parsePrefix(f.IP)
 		if !ok {
 			return dst

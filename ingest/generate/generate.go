@@ -179,11 +179,12 @@ func New(cfg Config) (*Generator, error) {
 		g.resources[i*97] = s
 	}
 	m := cfg.Mix
-	v6 := m.RotationV6
-	if len(g.atk6) == 0 { // no IPv6 in the city table: no /64 rotation
-		v6 = 0
+	v6, v6w := m.RotationV6, m.RotationV6W
+	if len(g.atk6) == 0 { // no IPv6 in the city table: no /64 or /48 rotation
+		v6, v6w = 0, 0
 	}
-	g.attackCum = cumulative([]float64{m.Stuffing, m.BruteForce, m.Hijack, m.RotationV4, v6, m.Insider, m.Quiet, m.Theft, m.Burst})
+	g.attackCum = cumulative([]float64{m.Stuffing, m.BruteForce, m.Hijack, m.RotationV4, v6, m.Insider, m.Quiet, m.Theft, m.Burst,
+		m.ListWave, m.UnknownSpray, v6w})
 	g.now = cfg.Start.UnixNano()
 	g.spawnAt = g.now
 	g.untilAttack = g.attackGap()
