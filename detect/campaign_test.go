@@ -245,3 +245,30 @@ func TestWaveTakeoverOfficeOwner(t *testing.T) {
 	require.Equal(t, at(wave+4*time.Minute), tk[0].Time)
 	require.Contains(t, tk[0].Summary, "client (curl) new")
 }
+
+// TestTakeoverAfterStuffingNamedByThe48: a campaign across two /64s of one
+// /48 crosses at the /48 first (one finding, named by the /48); when one
+// /64 later crosses on its own, a success from it is a takeover, and a
+// success from another /64 of the /48 that never crossed is not.
+func TestTakeoverAfterStuffingNamedByThe48(t *testing.T) {
+	var evs []shopguard.Event
+	for i := range 40 {
+		ip := fmt.Sprintf("2001:db8:1:%d::%x", 1+i%2, 100+i) // alternating /64s
+		if i >= 20 {
+			ip = fmt.Sprintf("2001:db8:1:1::%x", 100+i) // then only the first
+		}
+		evs = append(evs, fail(at(time.Duration(i)*5*time.Second), fmt.Sprintf("shop-%d", i), "owner", ip))
+	}
+	evs = append(evs,
+		success(at(4*time.Minute), "shop-1", "owner", "2001:db8:1:1::1"),
+		success(at(4*time.Minute+time.Second), "shop-3", "owner", "2001:db8:1:9::1"),
+	)
+	fs := run(t, DefaultConfig, testLocator, evs)
+	st := ruleOnly(fs, shopguard.RuleCredentialStuffing)
+	require.Len(t, st, 1)
+	require.Equal(t, "2001:db8:1::/48", st[0].IP)
+	tk := ruleOnly(fs, shopguard.RuleAccountTakeover)
+	require.Len(t, tk, 1, "%v", tk)
+	require.Equal(t, "shop-1", tk[0].ShopID)
+	require.Equal(t, st[0].ID, tk[0].Evidence.CauseID)
+}

@@ -48,6 +48,16 @@ func (r stuffingRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopg
 	levels := lv[:n]
 	guard := levels[n-1]
 	if quiet(guard.fired, t, c.Window) {
+		// One finding per campaign, but a narrower level that crosses
+		// later (the /64 of a campaign first seen across its /48) is
+		// still flagged for account_takeover, under that finding.
+		for _, s := range levels[:n-1] {
+			if s.flag < guard.fired {
+				if k, _ := s.distinct(t, c.Window); k >= c.Threshold {
+					s.flag, s.flagID = t, guard.flagID
+				}
+			}
+		}
 		return dst
 	}
 	// hit is the address when it crossed by itself (SPEC §2), else the
@@ -89,7 +99,19 @@ func (r stuffingRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopg
 			Accounts:  hit.sample(t, c.Window),
 			Addresses: addrs,
 		})
-	hit.flag, hit.flagID = t, f.ID
+	// Every level that crossed is flagged for account_takeover, not only
+	// the one the finding names: a campaign inside one /64 that also
+	// crossed its /48 still makes the /64's successes takeovers.
+	// (account_takeover looks at the address and its /64 or /24, never at
+	// the /48, which in many networks holds ordinary users too.)
+	for _, s := range levels {
+		if s == hit || s == guard {
+			s.flagID = f.ID
+		}
+		if k, _ := s.distinct(t, c.Window); s == hit || k >= c.Threshold {
+			s.flag, s.flagID = t, f.ID
+		}
+	}
 	return append(dst, f)
 }
 
