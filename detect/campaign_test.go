@@ -272,3 +272,69 @@ func TestTakeoverAfterStuffingNamedByThe48(t *testing.T) {
 	require.Equal(t, "shop-1", tk[0].ShopID)
 	require.Equal(t, st[0].ID, tk[0].Evidence.CauseID)
 }
+
+// noASN wraps a locator that says it knows no autonomous systems.
+type noASN struct{ shopguard.Locator }
+
+func (noASN) HasASN() bool { return false }
+
+// TestStuffingByASN pins the ASN level of credential_stuffing: 99 vs 100
+// accounts from one ordinary ASN, 19 vs 20 from a hosting one, each from
+// its own /24 so that no narrower level crosses; named "AS<n>"; restored
+// from a checkpoint mid-campaign; off without an ASN database.
+func TestStuffingByASN(t *testing.T) {
+	// n accounts, each failing from its own /24 of block (126.0.0.0/16 is
+	// AS17676, 95.216.0.0/16 the hosting AS24940), 5 s apart.
+	campaign := func(n int, block string) []shopguard.Event {
+		var evs []shopguard.Event
+		for i := range n {
+			evs = append(evs, fail(at(time.Duration(i)*5*time.Second), fmt.Sprintf("shop-%d", i), "owner", fmt.Sprintf(block, i)))
+		}
+		return evs
+	}
+	for _, tt := range []struct {
+		name  string
+		evs   []shopguard.Event
+		fires string
+	}{
+		{"99 accounts of AS17676", campaign(99, "126.0.%d.1"), ""},
+		{"100 accounts of AS17676", campaign(100, "126.0.%d.1"), "AS17676"},
+		{"19 accounts of hosting AS24940", campaign(19, "95.216.%d.1"), ""},
+		{"20 accounts of hosting AS24940", campaign(20, "95.216.%d.1"), "AS24940"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig
+			cfg.CredentialStuffing.ASNThreshold = 100 // SPEC §3.2's; off by default (README)
+			fs := run(t, cfg, asnLocator, tt.evs)
+			st := ruleOnly(fs, shopguard.RuleCredentialStuffing)
+			if tt.fires == "" {
+				require.Empty(t, st)
+				return
+			}
+			require.Len(t, st, 1)
+			require.Equal(t, tt.fires, st[0].IP)
+			require.Equal(t, tt.evs[len(tt.evs)-1].Time, st[0].Time)
+
+			// A checkpoint in the middle of the campaign gives the same.
+			e, err := New(cfg, WithLocator(asnLocator))
+			require.NoError(t, err)
+			var got []shopguard.Finding
+			half := len(tt.evs) / 2
+			for i := range tt.evs[:half] {
+				got = e.Process(got, &tt.evs[i])
+			}
+			var buf bytes.Buffer
+			require.NoError(t, e.Snapshot(&buf))
+			e2, err := New(cfg, WithLocator(asnLocator))
+			require.NoError(t, err)
+			require.NoError(t, e2.Restore(bytes.NewReader(buf.Bytes())))
+			for i := range tt.evs[half:] {
+				got = e2.Process(got, &tt.evs[half+i])
+			}
+			require.Equal(t, fs, got)
+
+			require.Empty(t, ruleOnly(run(t, cfg, noASN{asnLocator}, tt.evs), shopguard.RuleCredentialStuffing),
+				"without an ASN database")
+		})
+	}
+}

@@ -73,6 +73,12 @@ type StuffingConfig struct {
 	// IPv6WidePrefix is a second, wider IPv6 block (SPEC §3.2: the /48),
 	// with the same threshold; 0 turns it off (stuffing48.go).
 	IPv6WidePrefix int `yaml:"ipv6_wide_prefix"`
+	// ASNThreshold and ASNHostingThreshold are the distinct accounts
+	// failed from one autonomous system within Window, for a hosting ASN
+	// (unfamiliar_login.hosting_asns) and any other; they need an ASN
+	// database, and 0 turns the level off (stuffingasn.go).
+	ASNThreshold        int `yaml:"asn_threshold"`
+	ASNHostingThreshold int `yaml:"asn_hosting_threshold"`
 }
 
 // TakeoverConfig configures account_takeover.
@@ -158,7 +164,8 @@ var DefaultConfig = Config{
 	BruteForce: BruteForceConfig{Enabled: true, Severity: shopguard.SeverityMedium,
 		Threshold: 10, Window: 10 * time.Minute},
 	CredentialStuffing: StuffingConfig{Enabled: true, Severity: shopguard.SeverityHigh,
-		Threshold: 20, Window: 10 * time.Minute, IPv4Prefix: 24, IPv6Prefix: 64, IPv6WidePrefix: 48},
+		Threshold: 20, Window: 10 * time.Minute, IPv4Prefix: 24, IPv6Prefix: 64, IPv6WidePrefix: 48,
+		ASNThreshold: 0, ASNHostingThreshold: 20}, // 0: see the README (Deviations)
 	AccountTakeover: TakeoverConfig{Enabled: true, Severity: shopguard.SeverityCritical,
 		Failures: 5, Window: time.Hour, AfterStuffing: true},
 	BulkExport: ExportConfig{Enabled: true, Severity: shopguard.SeverityHigh,

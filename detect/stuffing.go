@@ -23,6 +23,16 @@ func (r stuffingRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopg
 	if ev.Action != shopguard.ActionLoginFailure {
 		return dst
 	}
+	n := len(dst)
+	dst = r.blocks(dst, ev)
+	if len(dst) == n {
+		dst = r.asn(dst, ev) // stuffingasn.go
+	}
+	return dst
+}
+
+// blocks judges the address and its blocks.
+func (r stuffingRule) blocks(dst []shopguard.Finding, ev *shopguard.Event) []shopguard.Finding {
 	e := r.e
 	c := e.cfg.CredentialStuffing
 	a := e.account(ev)

@@ -25,4 +25,10 @@ func (s StuffingConfig) validateCampaign(bad func(key, format string, args ...an
 	if w := s.IPv6WidePrefix; w != 0 && (w < 16 || w > 128) {
 		bad("credential_stuffing.ipv6_wide_prefix", "must be 0 (off) or between 16 and 128, got %d", w)
 	}
+	if n := s.ASNThreshold; n < 0 || n > 10000 {
+		bad("credential_stuffing.asn_threshold", "must be 0 (off) or between 1 and 10000, got %d", n)
+	}
+	if n := s.ASNHostingThreshold; n < 0 || n > 10000 {
+		bad("credential_stuffing.asn_hosting_threshold", "must be 0 (off) or between 1 and 10000, got %d", n)
+	}
 }

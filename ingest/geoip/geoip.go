@@ -578,3 +578,11 @@ func geoipPrefixes(ss ...string) []netip.Prefix {
 	}
 	return out
 }
+
+// HasASN reports whether the DB was opened with an ASN database, so that
+// Locate fills Geo.ASN.
+func (g *DB) HasASN() bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.asn != nil
+}
