@@ -319,24 +319,7 @@ func TestSnapshotKeepsProfiles(t *testing.T) {
 	require.Equal(t, []string{shopguard.RuleUnfamiliarLogin, shopguard.RuleRiskyChange, shopguard.RuleSessionHijack,
 		shopguard.RuleFailureBurst, shopguard.RuleUnfamiliarLogin}, rules(want))
 	for cut := 1; cut < len(evs); cut++ {
-		a, err := New(DefaultConfig, WithLocator(asnLocator))
-		require.NoError(t, err)
-		var got []shopguard.Finding
-		for i := range evs[:cut] {
-			got = a.Process(got, &evs[i])
-		}
-		var buf bytes.Buffer
-		require.NoError(t, a.Snapshot(&buf))
-		b, err := New(DefaultConfig, WithLocator(asnLocator))
-		require.NoError(t, err)
-		require.NoError(t, b.Restore(bytes.NewReader(buf.Bytes())))
-		var again bytes.Buffer
-		require.NoError(t, b.Snapshot(&again))
-		require.Equal(t, buf.Bytes(), again.Bytes(), "cut %d", cut)
-		for i := range evs[cut:] {
-			got = b.Process(got, &evs[cut+i])
-		}
-		require.Equal(t, want, got, "cut %d", cut)
+		require.Equal(t, want, runCut(t, DefaultConfig, asnLocator, evs, cut), "cut %d", cut)
 	}
 }
 

@@ -100,14 +100,14 @@ func TestWaveTakeover(t *testing.T) {
 			break
 		}
 	}
-	require.Equal(t, fs, runCut(t, waveCfg(), evs, cut))
+	require.Equal(t, fs, runCut(t, waveCfg(), testLocator, evs, cut))
 }
 
 // runCut runs evs through an engine, snapshots it before evs[cut] and
 // finishes on a restored engine.
-func runCut(t *testing.T, cfg Config, evs []shopguard.Event, cut int) []shopguard.Finding {
+func runCut(t *testing.T, cfg Config, loc shopguard.Locator, evs []shopguard.Event, cut int) []shopguard.Finding {
 	t.Helper()
-	e, err := New(cfg, WithLocator(testLocator))
+	e, err := New(cfg, WithLocator(loc))
 	require.NoError(t, err)
 	var got []shopguard.Finding
 	for i := range evs[:cut] {
@@ -115,7 +115,7 @@ func runCut(t *testing.T, cfg Config, evs []shopguard.Event, cut int) []shopguar
 	}
 	var buf bytes.Buffer
 	require.NoError(t, e.Snapshot(&buf))
-	e2, err := New(cfg, WithLocator(testLocator))
+	e2, err := New(cfg, WithLocator(loc))
 	require.NoError(t, err)
 	require.NoError(t, e2.Restore(bytes.NewReader(buf.Bytes())))
 	var again bytes.Buffer
@@ -316,22 +316,7 @@ func TestStuffingByASN(t *testing.T) {
 			require.Equal(t, tt.evs[len(tt.evs)-1].Time, st[0].Time)
 
 			// A checkpoint in the middle of the campaign gives the same.
-			e, err := New(cfg, WithLocator(asnLocator))
-			require.NoError(t, err)
-			var got []shopguard.Finding
-			half := len(tt.evs) / 2
-			for i := range tt.evs[:half] {
-				got = e.Process(got, &tt.evs[i])
-			}
-			var buf bytes.Buffer
-			require.NoError(t, e.Snapshot(&buf))
-			e2, err := New(cfg, WithLocator(asnLocator))
-			require.NoError(t, err)
-			require.NoError(t, e2.Restore(bytes.NewReader(buf.Bytes())))
-			for i := range tt.evs[half:] {
-				got = e2.Process(got, &tt.evs[half+i])
-			}
-			require.Equal(t, fs, got)
+			require.Equal(t, fs, runCut(t, cfg, asnLocator, tt.evs, len(tt.evs)/2))
 
 			require.Empty(t, ruleOnly(run(t, cfg, noASN{asnLocator}, tt.evs), shopguard.RuleCredentialStuffing),
 				"without an ASN database")
