@@ -119,12 +119,14 @@ func e2eWriteEvents(t *testing.T, dir, name string, evs []shopguard.Event) strin
 	return path
 }
 
-// e2eGeoDB writes the demo GeoIP database (what `--geoip demo` uses) into
-// dir and returns its path, for configurations that need a real path.
+// e2eGeoDB writes the demo City and ASN databases (what `--geoip demo`
+// uses) into dir and returns the City one's path, for configurations that
+// need a real path; e2eRunConfig adds the ASN one next to it.
 func e2eGeoDB(t *testing.T, dir string) string {
 	t.Helper()
 	path := filepath.Join(dir, "demo-city.mmdb")
 	require.NoError(t, geodemo.Write(path, geodemo.Cities))
+	require.NoError(t, geodemo.WriteASN(filepath.Join(dir, "demo-asn.mmdb"), geodemo.Cities))
 	return path
 }
 
@@ -207,7 +209,11 @@ type e2eRunConfig struct {
 func (rc e2eRunConfig) write(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: %q\ngeoip: {path: %q}\n", rc.listen, rc.geoip)
+	asn := filepath.Join(filepath.Dir(rc.geoip), "demo-asn.mmdb")
+	if _, err := os.Stat(asn); rc.geoip == "" || err != nil {
+		asn = ""
+	}
+	fmt.Fprintf(&b, "listen: %q\ngeoip: {path: %q, asn_path: %q}\n", rc.listen, rc.geoip, asn)
 	fmt.Fprintf(&b, `kafka:
   brokers: [%q]
   topic: %s
