@@ -343,8 +343,8 @@ func TestClassify(t *testing.T) {
 		kind clientKind
 		fam  string
 	}{
-		{safari, clientBrowser, "safari on mac os x"},
-		{iphone, clientBrowser, "safari on iphone"},
+		{safari, clientBrowser, "safari on macos"},
+		{iphone, clientBrowser, "safari on ios"},
 		{chrome, clientBrowser, "chrome on windows"},
 		{pyreq, clientScript, "python-requests"},
 		{curlUA, clientScript, "curl"},
@@ -353,6 +353,8 @@ func TestClassify(t *testing.T) {
 		{"okhttp/4.12.0", clientScript, "okhttp"},
 		{"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/126.0.0.0 Safari/537.36", clientHeadless, "headlesschrome"},
 		{"Mozilla/5.0 (Unknown; Linux x86_64) AppleWebKit/538.1 (KHTML, like Gecko) PhantomJS/2.1.1 Safari/538.1", clientHeadless, "phantomjs"},
+		{"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0", clientBrowser, "edge on windows"},
+		{"Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36", clientBrowser, "chrome on android"},
 		{"", clientUnknown, "none"},
 	}
 	for _, tt := range tests {

@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/medama-io/go-useragent"
 
 	"github.com/shopguard/shopguard"
 )
@@ -211,61 +213,70 @@ var tools = [...]string{"curl/", "python-requests", "python-urllib", "aiohttp", 
 // headless are user-agent tokens of headless browsers, lower case.
 var headless = [...]string{"headlesschrome", "phantomjs", "slimerjs", "puppeteer", "playwright", "selenium", "electron"}
 
-var browsers = [...]string{"edg/", "opr/", "firefox/", "chrome/", "safari/"}
-var systems = [...]string{"windows", "iphone", "ipad", "android", "mac os x", "cros", "linux"}
+// uaParser parses browser user agents (medama-io/go-useragent: a trie
+// built once, Parse allocates nothing and is safe for concurrent use).
+var uaParser = useragent.NewParser()
 
-// classify returns the client family of a user agent (tool, headless
-// browser, or browser+OS) without allocating: ASCII case folding is done
-// by a bounded scan, not by lowering a copy.
+// classify returns the client family of a user agent without allocating:
+// a headless browser its tokens name, the browser and OS (from uaParser)
+// for a browser, else the tool its tokens name (a bounded ASCII case-folding scan, not
+// a lowered copy). Tools are named by their token, which the parser does
+// not give (it calls them all bots).
 func classify(ua string) (family string, kind clientKind) {
 	if ua == "" {
 		return "none", clientUnknown
 	}
+	// Headless browsers first: the parser takes some (PhantomJS) for the
+	// browser they imitate.
 	for _, t := range headless {
 		if containsFold(ua, t) {
 			return t, clientHeadless
 		}
+	}
+	a := uaParser.Parse(ua)
+	if b := a.Browser(); b != "" && !a.IsBot() {
+		return familyName(string(b), string(a.OS())), clientBrowser
 	}
 	for _, t := range tools {
 		if containsFold(ua, t) {
 			return strings.TrimSuffix(t, "/"), clientScript
 		}
 	}
-	b := "other"
-	for _, t := range browsers {
-		if containsFold(ua, t) {
-			b = t
-			break
-		}
+	if b := a.Browser(); b != "" {
+		return familyName(string(b), string(a.OS())), clientBrowser
 	}
-	o := "other"
-	for _, t := range systems {
-		if containsFold(ua, t) {
-			o = t
-			break
-		}
-	}
-	if b == "other" && o == "other" {
-		return "unknown", clientUnknown
-	}
-	return familyName(b, o), clientBrowser
+	return "unknown", clientUnknown
 }
 
-// familyName is b+" on "+o from a fixed table, so classify does not allocate.
+// families interns "browser on os" (lower case) per pair the parser
+// returns, so classify allocates only the first time it meets a pair.
+var families = struct {
+	sync.RWMutex
+	m map[[2]string]string
+}{m: map[[2]string]string{}}
+
+// familyName is the interned lower-case b+" on "+o ("other" for an empty
+// OS).
 func familyName(b, o string) string {
-	return familyTable[b][o]
-}
-
-var familyTable = func() map[string]map[string]string {
-	m := map[string]map[string]string{}
-	for _, b := range append(browsers[:], "other") {
-		m[b] = map[string]string{}
-		for _, o := range append(systems[:], "other") {
-			m[b][o] = strings.TrimSuffix(b, "/") + " on " + o
-		}
+	if o == "" {
+		o = "other"
 	}
-	return m
-}()
+	k := [2]string{b, o}
+	families.RLock()
+	f, ok := families.m[k]
+	families.RUnlock()
+	if ok {
+		return f
+	}
+	families.Lock()
+	defer families.Unlock()
+	if f, ok := families.m[k]; ok {
+		return f
+	}
+	f = strings.ToLower(b + " on " + o)
+	families.m[k] = f
+	return f
+}
 
 // containsFold reports whether s contains the lower-case ASCII token t,
 // ignoring ASCII case in s.

@@ -36,10 +36,10 @@ const (
 // the generator uses: benign users keep one browser; attackers use tools,
 // and one of them a browser of the same family as a common owner's.
 var clientFamilies = map[string]string{
-	userAgents[0]: "chrome on windows", userAgents[1]: "safari on mac os x",
-	userAgents[2]: "safari on iphone", userAgents[3]: "firefox on windows",
-	userAgents[4]: "chrome on android", userAgents[5]: "chrome on mac os x",
-	userAgents[6]: "edg on windows",
+	userAgents[0]: "chrome on windows", userAgents[1]: "safari on macos",
+	userAgents[2]: "safari on ios", userAgents[3]: "firefox on windows",
+	userAgents[4]: "chrome on android", userAgents[5]: "chrome on macos",
+	userAgents[6]: "edge on windows",
 	toolAgents[0]: "python-requests", toolAgents[1]: "go-http-client",
 	toolAgents[2]: "curl", toolAgents[3]: "okhttp", toolAgents[4]: "chrome on windows",
 }
