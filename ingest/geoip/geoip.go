@@ -89,10 +89,6 @@ type DB struct {
 	mu  sync.RWMutex // guards db and asn against Close; lookups hold it for reading
 	db  *geoip2.Reader
 	asn *geoip2.Reader // nil without an ASN database
-	// orgs interns autonomous system names by number, so that cache hits
-	// return them without allocating.
-	orgMu sync.RWMutex
-	orgs  map[uint32]string
 
 	reg                prometheus.Registerer
 	lookups            *prometheus.CounterVec
@@ -127,7 +123,7 @@ func Open(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*DB, erro
 	if err != nil {
 		return nil, err
 	}
-	g := &DB{path: cfg.Path, log: logger, db: db, reg: reg, orgs: map[uint32]string{}}
+	g := &DB{path: cfg.Path, log: logger, db: db, reg: reg}
 	if cfg.ASNPath != "" {
 		if g.asn, err = openASNDB(cfg.ASNPath); err != nil {
 			_ = db.Close()
@@ -336,28 +332,10 @@ func (g *DB) lookup(ip netip.Addr) (shopguard.Geo, bool, error) {
 		}
 		if as.AutonomousSystemNumber > 0 && as.AutonomousSystemNumber <= math.MaxUint32 {
 			geo.ASN = uint32(as.AutonomousSystemNumber)
-			geo.ASOrg = g.org(geo.ASN, as.AutonomousSystemOrganization)
+			geo.ASOrg = g.places.name(as.AutonomousSystemOrganization)
 		}
 	}
 	return geo, true, nil
-}
-
-// org returns the interned name of autonomous system n, recording name
-// the first time n is seen.
-func (g *DB) org(n uint32, name string) string {
-	g.orgMu.RLock()
-	s, ok := g.orgs[n]
-	g.orgMu.RUnlock()
-	if ok || name == "" {
-		return s
-	}
-	g.orgMu.Lock()
-	defer g.orgMu.Unlock()
-	if s, ok := g.orgs[n]; ok {
-		return s
-	}
-	g.orgs[n] = name
-	return name
 }
 
 // Close releases the database and the cache and unregisters the metrics. It
@@ -391,10 +369,10 @@ func (g *DB) Close() error {
 
 // Cached values. A located address is
 //
-//	'L' lat(8) lon(8) radius(2) asn(4) len(country)(1) country city
+//	'L' lat(8) lon(8) radius(2) asn(4) len(place)(1) place org
 //
-// (asn 0: none; its organisation comes from DB.orgs)
-// with floats as IEEE 754 bits, little endian; an unlocated one is the single
+// where place is len(country)(1) country city, asn 0 is none and org its
+// organisation (interned like the place), with floats as IEEE 754 bits, little endian; an unlocated one is the single
 // byte 'U'. Values are never empty, so an empty Get result is a cache miss.
 const (
 	geoipLocated   = 'L'
@@ -406,13 +384,13 @@ const (
 )
 
 // encodeGeo appends the cache value for a lookup result to dst. It reports
-// false when the country code does not fit the format (then the result is
-// not cached).
+// false when the place does not fit the format (then the result is not
+// cached).
 func encodeGeo(dst []byte, geo shopguard.Geo, located bool) ([]byte, bool) {
 	if !located {
 		return append(dst, geoipUnlocated), true
 	}
-	if len(geo.Country) > math.MaxUint8 {
+	if 1+len(geo.Country)+len(geo.City) > math.MaxUint8 {
 		return dst, false
 	}
 	dst = append(dst, geoipLocated)
@@ -420,9 +398,10 @@ func encodeGeo(dst []byte, geo shopguard.Geo, located bool) ([]byte, bool) {
 	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(geo.Lon))
 	dst = binary.LittleEndian.AppendUint16(dst, geo.RadiusKM)
 	dst = binary.LittleEndian.AppendUint32(dst, geo.ASN)
-	dst = append(dst, byte(len(geo.Country)))
+	dst = append(dst, byte(1+len(geo.Country)+len(geo.City)), byte(len(geo.Country)))
 	dst = append(dst, geo.Country...)
 	dst = append(dst, geo.City...)
+	dst = append(dst, geo.ASOrg...)
 	return dst, true
 }
 
@@ -432,7 +411,8 @@ func (g *DB) decodeGeo(v []byte) (shopguard.Geo, bool) {
 	if v[0] != geoipLocated || len(v) < geoipHeader {
 		return shopguard.Geo{}, false
 	}
-	if len(v) < geoipHeader+int(v[geoipHeader-1]) {
+	end := geoipHeader + int(v[geoipHeader-1])
+	if end > len(v) || end == geoipHeader || geoipHeader+1+int(v[geoipHeader]) > end {
 		return shopguard.Geo{}, false
 	}
 	geo := shopguard.Geo{
@@ -441,12 +421,10 @@ func (g *DB) decodeGeo(v []byte) (shopguard.Geo, bool) {
 		RadiusKM: binary.LittleEndian.Uint16(v[17:19]),
 		ASN:      binary.LittleEndian.Uint32(v[19:23]),
 	}
-	if geo.ASN != 0 {
-		g.orgMu.RLock()
-		geo.ASOrg = g.orgs[geo.ASN]
-		g.orgMu.RUnlock()
+	geo.Country, geo.City = g.places.get(v[geoipHeader:end])
+	if end < len(v) {
+		geo.ASOrg = g.places.lookup(v[end:])
 	}
-	geo.Country, geo.City = g.places.get(v[geoipHeader-1:])
 	return geo, true
 }
 
@@ -467,7 +445,12 @@ type geoipPlaces struct {
 // canonical strings. The conversion string(b) does not allocate:
 // unique.Make copies only what it inserts.
 func (p *geoipPlaces) get(b []byte) (country, city string) {
-	return splitPlace(unique.Make(string(b)).Value())
+	return splitPlace(p.lookup(b))
+}
+
+// lookup returns the canonical string of b, which add or name interned.
+func (p *geoipPlaces) lookup(b []byte) string {
+	return unique.Make(string(b)).Value()
 }
 
 // add interns the place of country and city and pins it. It runs on the
@@ -476,14 +459,23 @@ func (p *geoipPlaces) add(country, city string) (string, string) {
 	var buf [geoipValueBuf]byte
 	b := append(buf[:0], byte(len(country)))
 	b = append(append(b, country...), city...)
-	h := unique.Make(string(b))
+	return splitPlace(p.name(string(b)))
+}
+
+// name interns s (a place's encoding, or an autonomous system's
+// organisation) and pins it, so that later cache hits share it.
+func (p *geoipPlaces) name(s string) string {
+	if s == "" {
+		return ""
+	}
+	h := unique.Make(s)
 	p.mu.Lock()
 	if p.keep == nil {
 		p.keep = map[unique.Handle[string]]struct{}{}
 	}
 	p.keep[h] = struct{}{}
 	p.mu.Unlock()
-	return splitPlace(h.Value())
+	return h.Value()
 }
 
 func splitPlace(s string) (country, city string) {
