@@ -131,6 +131,7 @@ type Engine struct {
 	propsOf  *shopguard.Event
 	curProps props
 	uaCache  uaCache
+	asnLevel bool // credential_stuffing judges autonomous systems (stuffingasn.go)
 	// lastUse remembers, per session (direct-mapped by the hash of
 	// account and session id), where it was last used from, so that
 	// session_hijack skips the account lookup for the common case of a
@@ -188,6 +189,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	e.wave = newWaveState(cfg)
 	if cfg.CredentialStuffing.Enabled {
 		e.rules = append(e.rules, stuffingRule{e})
+		e.asnLevel = e.locatesASN()
 	}
 	if cfg.StuffingWave.Enabled {
 		e.rules = append(e.rules, waveRule{e})

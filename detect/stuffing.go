@@ -24,15 +24,16 @@ func (r stuffingRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopg
 		return dst
 	}
 	n := len(dst)
-	dst = r.blocks(dst, ev)
+	dst, guard := r.blocks(dst, ev)
 	if len(dst) == n {
-		dst = r.asn(dst, ev) // stuffingasn.go
+		dst = r.asn(dst, ev, guard) // stuffingasn.go
 	}
 	return dst
 }
 
-// blocks judges the address and its blocks.
-func (r stuffingRule) blocks(dst []shopguard.Finding, ev *shopguard.Event) []shopguard.Finding {
+// blocks judges the address and its blocks, and returns the widest of
+// them, whose suppression stands for the campaign.
+func (r stuffingRule) blocks(dst []shopguard.Finding, ev *shopguard.Event) ([]shopguard.Finding, *source) {
 	e := r.e
 	c := e.cfg.CredentialStuffing
 	a := e.account(ev)
@@ -68,7 +69,7 @@ func (r stuffingRule) blocks(dst []shopguard.Finding, ev *shopguard.Event) []sho
 				}
 			}
 		}
-		return dst
+		return dst, guard
 	}
 	// hit is the address when it crossed by itself (SPEC §2), else the
 	// widest block that crossed (SPEC §3.2).
@@ -84,7 +85,7 @@ func (r stuffingRule) blocks(dst []shopguard.Finding, ev *shopguard.Event) []sho
 		}
 	}
 	if hit == nil {
-		return dst
+		return dst, guard
 	}
 	for _, s := range levels {
 		s.fired = t
@@ -114,15 +115,13 @@ func (r stuffingRule) blocks(dst []shopguard.Finding, ev *shopguard.Event) []sho
 	// crossed its /48 still makes the /64's successes takeovers.
 	// (account_takeover looks at the address and its /64 or /24, never at
 	// the /48, which in many networks holds ordinary users too.)
+	guard.flagID = f.ID // for the levels that cross later, above
 	for _, s := range levels {
-		if s == hit || s == guard {
-			s.flagID = f.ID
-		}
 		if k, _ := s.distinct(t, c.Window); s == hit || k >= c.Threshold {
 			s.flag, s.flagID = t, f.ID
 		}
 	}
-	return append(dst, f)
+	return append(dst, f), guard
 }
 
 // note records that account h (a) failed from s at t, keeping at most limit

@@ -15,9 +15,11 @@ import (
 // say is taken to (test locators fill Geo.ASN directly).
 type knowsASN interface{ HasASN() bool }
 
-// locatesASN reports whether the ASN level of credential_stuffing can run.
+// locatesASN reports whether the ASN level of credential_stuffing can
+// run: New sets Engine.asnLevel from it.
 func (e *Engine) locatesASN() bool {
-	if e.loc == nil {
+	c := e.cfg.CredentialStuffing
+	if e.loc == nil || (c.ASNThreshold == 0 && c.ASNHostingThreshold == 0) {
 		return false
 	}
 	if l, ok := e.loc.(knowsASN); ok {
@@ -43,10 +45,11 @@ func asnPrefix(n uint32) netip.Prefix {
 // not reported again by its ASN (the ASN catches campaigns spread thinner
 // than every block's threshold); and it does not flag the ASN for account_takeover: an autonomous system holds
 // far too many ordinary users.
-func (r stuffingRule) asn(dst []shopguard.Finding, ev *shopguard.Event) []shopguard.Finding {
+// guard is the widest block of ev's address (stuffingRule.blocks).
+func (r stuffingRule) asn(dst []shopguard.Finding, ev *shopguard.Event, guard *source) []shopguard.Finding {
 	e := r.e
 	c := e.cfg.CredentialStuffing
-	if (c.ASNThreshold == 0 && c.ASNHostingThreshold == 0) || !e.locatesASN() {
+	if !e.asnLevel {
 		return dst
 	}
 	geo, ok := e.loc.Locate(ev.IP)
@@ -70,11 +73,8 @@ func (r stuffingRule) asn(dst []shopguard.Finding, ev *shopguard.Event) []shopgu
 	}
 	// A campaign its address or block already reported is not reported
 	// again as its ASN: one campaign, one finding.
-	var buf [3]netip.Prefix
-	if lv := e.stuffingLevels(&buf, ev.IP); len(lv) > 0 {
-		if g := e.lookSource(lv[len(lv)-1]); g != nil && quiet(g.fired, t, c.Window) {
-			return dst
-		}
+	if quiet(guard.fired, t, c.Window) {
+		return dst
 	}
 	n, first := s.distinct(t, c.Window)
 	if n < threshold {
