@@ -160,7 +160,7 @@ func (b *Builder) Observe(ev *shopguard.Event, fs []shopguard.Finding) {
 		kind = kindSuccess
 	case ev.Action.IsExport():
 		kind = kindExport
-	case sensitive(ev.Action):
+	case ev.Action.Sensitive():
 		kind = kindChange
 	default:
 		for i := range fs {
@@ -181,25 +181,6 @@ func (b *Builder) Observe(ev *shopguard.Event, fs []shopguard.Finding) {
 	}
 	b.ring = append(b.ring, r)
 	b.expire()
-}
-
-// sensitive reports whether a is a sensitive change (SPEC §1). Actions the
-// root package does not know yet arrive as ActionOther and are not counted.
-func sensitive(a shopguard.Action) bool {
-	switch a {
-	case shopguard.ActionPasswordChange, shopguard.ActionPasswordReset, shopguard.ActionMFADisable,
-		shopguard.ActionEmailChange, shopguard.ActionAPIKeyCreate:
-		return true
-	}
-	return sensitiveByName(a.String())
-}
-
-func sensitiveByName(s string) bool {
-	switch s {
-	case "payout.change", "staff.add", "app.install":
-		return true
-	}
-	return false
 }
 
 // expire drops ring entries older than the window, in chunks of a tenth of
