@@ -1,11 +1,6 @@
 package geodemo
 
 import (
-	"fmt"
-	"net"
-	"slices"
-
-	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 )
 
@@ -85,31 +80,11 @@ func ASOf(c City) AS {
 // autonomous_system_organization), each city's blocks under ASOf(city),
 // with the demo marker in its metadata. It checks cities as Write does.
 func WriteASN(path string, cities []City) error {
-	if err := check(cities); err != nil {
-		return fmt.Errorf("demo ASN database %s: %w", path, err)
-	}
-	tree, err := mmdbwriter.New(mmdbwriter.Options{
-		DatabaseType: ASNDatabaseType,
-		Description:  map[string]string{"en": Description},
-		IPVersion:    6,
-		RecordSize:   24,
-	})
-	if err != nil {
-		return fmt.Errorf("demo ASN database %s: %w", path, err)
-	}
-	for _, c := range cities {
+	return writeDB("demo ASN database "+path, path, ASNDatabaseType, nil, cities, func(c City) mmdbtype.Map {
 		as := ASOf(c)
-		rec := mmdbtype.Map{
+		return mmdbtype.Map{
 			"autonomous_system_number":       mmdbtype.Uint32(as.Number),
 			"autonomous_system_organization": mmdbtype.String(as.Org),
 		}
-		for _, p := range slices.Concat(c.V4, c.V6) {
-			p = p.Masked()
-			n := &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-			if err := tree.Insert(n, rec); err != nil {
-				return fmt.Errorf("demo ASN database %s: insert %s (%s): %w", path, p, c.Name, err)
-			}
-		}
-	}
-	return writeAtomic(path, tree)
+	})
 }

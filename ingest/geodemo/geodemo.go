@@ -145,26 +145,32 @@ func (c City) Addr6(i uint64) netip.Addr {
 // space, is of the wrong family, or is too narrow to hand out addresses.
 // Addresses outside all blocks have no record.
 func Write(path string, cities []City) error {
+	return writeDB("demo GeoIP database "+path, path, DatabaseType, []string{"en"}, cities, record)
+}
+
+// writeDB checks cities and writes a database of type typ to path with
+// rec(city) under every block of each city; what names it in errors.
+func writeDB(what, path, typ string, languages []string, cities []City, rec func(City) mmdbtype.Map) error {
 	if err := check(cities); err != nil {
-		return fmt.Errorf("demo GeoIP database %s: %w", path, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	tree, err := mmdbwriter.New(mmdbwriter.Options{
-		DatabaseType: DatabaseType,
+		DatabaseType: typ,
 		Description:  map[string]string{"en": Description},
-		Languages:    []string{"en"},
+		Languages:    languages,
 		IPVersion:    6,
 		RecordSize:   24,
 	})
 	if err != nil {
-		return fmt.Errorf("demo GeoIP database %s: %w", path, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	for _, c := range cities {
-		rec := record(c)
+		r := rec(c)
 		for _, p := range slices.Concat(c.V4, c.V6) {
 			p = p.Masked()
 			n := &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-			if err := tree.Insert(n, rec); err != nil {
-				return fmt.Errorf("demo GeoIP database %s: insert %s (%s): %w", path, p, c.Name, err)
+			if err := tree.Insert(n, r); err != nil {
+				return fmt.Errorf("%s: insert %s (%s): %w", what, p, c.Name, err)
 			}
 		}
 	}
