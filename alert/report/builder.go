@@ -10,6 +10,7 @@
 package report
 
 import (
+	"hash/maphash"
 	"net/netip"
 	"sort"
 	"strings"
@@ -34,15 +35,27 @@ type Options struct {
 }
 
 // rec is one event kept in the recent-activity ring: what an incident needs
-// of it, in 48 bytes plus the account name.
+// of it, in 56 bytes and no pointers (the garbage collector never scans
+// the ring), with the account name in the builder's name arena.
 type rec struct {
-	t    int64 // unix ns
-	ip   netip.Addr
-	acct string // shop_id + "\x00" + actor, one allocation
+	t    int64  // unix ns
 	recs int64  // exported records
+	name int64  // offset of shop_id + "\x00" + actor in the name arena
+	h    uint64 // hash of the name
+	ip   [16]byte
+	nlen uint32
+	is4  bool
 	act  shopguard.Action
 	kind uint8
 	done bool // already attributed to an incident
+}
+
+func (r *rec) addr() netip.Addr {
+	a := netip.AddrFrom16(r.ip)
+	if r.is4 {
+		return a.Unmap()
+	}
+	return a
 }
 
 const (
@@ -115,19 +128,34 @@ type Builder struct {
 
 	ring  []rec // recent activity, oldest first from head
 	head  int
-	mark  int64 // newest event time seen
-	flush bool  // a source was tracked since the ring was last scanned
+	mark  int64  // newest event time seen
+	names []byte // the ring's account names, from names offset base
+	base  int64
+	seed  maphash.Seed
+
+	// Sources and accounts tracked since the ring was last scanned: a scan
+	// checks the entries not yet attributed against these only.
+	newSrc  []netip.Prefix
+	newAcct []uint64
+	flush   bool
+	scanAll bool // more were tracked than a scan checks one by one
 
 	findings map[string]*node       // finding id → node
 	sources  map[netip.Prefix]*node // tracked sources (address or block)
+	index    srcIndex               // the same sources, for lookups
 	named    map[string]*node       // ASNs and waves
-	bits4    map[int]int            // prefix lengths in sources, IPv4
-	bits6    map[int]int            // and IPv6
-	accounts map[string]*acctTrack  // accounts with findings, for AccountHorizon
+	accounts map[uint64]*acctTrack  // accounts with findings by name hash, for AccountHorizon
+	acctBits []uint64               // a one-hash Bloom filter of accounts' keys: most events skip the map
 }
+
+// acctBitsLen is the filter's size in words (1 Mibit, 128 KiB).
+const acctBitsLen = 1 << 14
+
+func (b *Builder) markAcct(h uint64) { b.acctBits[h>>6%acctBitsLen] |= 1 << (h & 63) }
 
 // acctTrack attributes an account's own activity after a finding.
 type acctTrack struct {
+	key         string // shop_id + "\x00" + actor
 	n           *node
 	until       int64
 	compromised bool
@@ -141,12 +169,30 @@ func New(opt Options) *Builder {
 	if opt.AccountHorizon <= 0 {
 		opt.AccountHorizon = 24 * time.Hour
 	}
-	return &Builder{opt: opt,
-		findings: map[string]*node{}, sources: map[netip.Prefix]*node{}, named: map[string]*node{},
-		bits4: map[int]int{}, bits6: map[int]int{}, accounts: map[string]*acctTrack{}}
+	return &Builder{opt: opt, seed: maphash.MakeSeed(),
+		findings: map[string]*node{}, sources: map[netip.Prefix]*node{}, index: newSrcIndex(), named: map[string]*node{},
+		accounts: map[uint64]*acctTrack{}, acctBits: make([]uint64, acctBitsLen)}
 }
 
 func acctKey(shop, actor string) string { return shop + "\x00" + actor }
+
+// name returns r's account name; it aliases the arena until the next
+// Observe.
+func (b *Builder) name(r *rec) []byte {
+	o := r.name - b.base
+	return b.names[o : o+int64(r.nlen)]
+}
+
+// track returns the tracked account named k (hash h), or nil.
+func (b *Builder) track(h uint64, k []byte) *acctTrack {
+	if b.acctBits[h>>6%acctBitsLen]&(1<<(h&63)) == 0 {
+		return nil
+	}
+	if a := b.accounts[h]; a != nil && a.key == string(k) {
+		return a
+	}
+	return nil
+}
 
 // Observe takes one event and the findings the engine raised for it (fs may
 // be empty). It copies what it keeps: ev's strings may alias a reused
@@ -175,7 +221,13 @@ func (b *Builder) Observe(ev *shopguard.Event, fs []shopguard.Finding) {
 	for i := range fs {
 		b.Finding(&fs[i], ev)
 	}
-	r := rec{t: t, ip: ev.IP.Unmap(), kind: kind, act: ev.Action, recs: ev.Records, acct: acctKey(ev.ShopID, ev.Actor)}
+	ip := ev.IP.Unmap()
+	r := rec{t: t, ip: ip.As16(), is4: ip.Is4(), kind: kind, act: ev.Action, recs: ev.Records,
+		name: b.base + int64(len(b.names)), nlen: uint32(len(ev.ShopID) + 1 + len(ev.Actor))}
+	b.names = append(b.names, ev.ShopID...)
+	b.names = append(b.names, 0)
+	b.names = append(b.names, ev.Actor...)
+	r.h = maphash.Bytes(b.seed, b.name(&r))
 	if len(b.sources) > 0 || len(b.accounts) > 0 {
 		r.done = b.attribute(&r)
 	}
@@ -198,53 +250,103 @@ func (b *Builder) expire() {
 		i++
 	}
 	b.head = i
-	if b.head > len(b.ring)/2 { // compact, amortised
+	if b.head > len(b.ring)/2 { // compact, amortised, the names with it
 		n := copy(b.ring, b.ring[b.head:])
 		clear(b.ring[n:])
 		b.ring = b.ring[:n]
 		b.head = 0
+		cut := int64(len(b.names))
+		if n > 0 {
+			cut = b.ring[0].name - b.base
+		}
+		b.names = b.names[:copy(b.names, b.names[cut:])]
+		b.base += cut
 	}
 }
 
-// scan attributes ring entries not yet attributed to newly tracked sources.
+// tracked notes a source (p, if not nil) or an account (name hash h)
+// tracked since the last scan.
+func (b *Builder) tracked(p *netip.Prefix, h uint64) {
+	b.flush = true
+	switch {
+	case b.scanAll:
+	case len(b.newSrc)+len(b.newAcct) >= maxIncremental:
+		b.scanAll, b.newSrc, b.newAcct = true, b.newSrc[:0], b.newAcct[:0]
+	case p != nil:
+		b.newSrc = append(b.newSrc, *p)
+	default:
+		b.newAcct = append(b.newAcct, h)
+	}
+}
+
+// maxIncremental is how many newly tracked sources and accounts a scan
+// checks each ring entry against one by one; beyond that it looks every
+// entry up in full.
+const maxIncremental = 16
+
+// scan attributes ring entries not yet attributed to sources and accounts
+// tracked since the last scan. An entry that was not attributed before
+// was checked against everything tracked then, and sources are only added
+// between scans, so the new ones are all it needs to be checked against.
 func (b *Builder) scan() {
 	if !b.flush {
 		return
 	}
-	b.flush = false
+	full := b.scanAll
+	var v4 [maxIncremental]struct{ a, mask uint32 }
+	var v6 []netip.Prefix
+	n4 := 0
+	for _, p := range b.newSrc {
+		if p.Addr().Is4() {
+			a := p.Addr().As4()
+			v4[n4].mask = ^uint32(0) << (32 - p.Bits())
+			if p.Bits() == 0 {
+				v4[n4].mask = 0
+			}
+			v4[n4].a = uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+			n4++
+		} else {
+			v6 = append(v6, p)
+		}
+	}
 	for i := b.head; i < len(b.ring); i++ {
-		if r := &b.ring[i]; !r.done {
+		r := &b.ring[i]
+		if r.done {
+			continue
+		}
+		hit := full
+		if !hit && r.is4 {
+			a := uint32(r.ip[12])<<24 | uint32(r.ip[13])<<16 | uint32(r.ip[14])<<8 | uint32(r.ip[15])
+			for _, p := range v4[:n4] {
+				if a&p.mask == p.a {
+					hit = true
+					break
+				}
+			}
+		} else if !hit && len(v6) > 0 {
+			a := r.addr()
+			for _, p := range v6 {
+				hit = hit || p.Contains(a)
+			}
+		}
+		for j := 0; !hit && j < len(b.newAcct); j++ {
+			hit = b.newAcct[j] == r.h
+		}
+		if hit {
 			r.done = b.attribute(r)
 		}
 	}
-}
-
-// lookup returns the tracked source containing ip, the most specific first.
-func (b *Builder) lookup(ip netip.Addr) *node {
-	if n := b.sources[netip.PrefixFrom(ip, ip.BitLen())]; n != nil {
-		return n
-	}
-	bits := b.bits6
-	if ip.Is4() {
-		bits = b.bits4
-	}
-	for l := range bits {
-		if p, err := ip.Prefix(l); err == nil {
-			if n := b.sources[p]; n != nil {
-				return n
-			}
-		}
-	}
-	return nil
+	b.flush, b.scanAll, b.newSrc, b.newAcct = false, false, b.newSrc[:0], b.newAcct[:0]
 }
 
 // attribute counts r towards the incident of its source or, failing that,
 // of its account; it reports whether r was attributed.
 func (b *Builder) attribute(r *rec) bool {
-	n := b.lookup(r.ip)
+	n := b.index.get(r.ip, r.is4)
 	viaAccount := false
+	name := b.name(r)
 	if n == nil {
-		a := b.accounts[r.acct]
+		a := b.track(r.h, name)
 		if a == nil || r.t > a.until {
 			return false
 		}
@@ -256,8 +358,12 @@ func (b *Builder) attribute(r *rec) bool {
 		n, viaAccount = a.n, true
 	}
 	inc := n.root().inc
-	shop, actor, _ := strings.Cut(r.acct, "\x00")
-	st := inc.account(r.acct, shop, actor)
+	st := inc.accounts[string(name)]
+	if st == nil {
+		k := string(name)
+		shop, actor, _ := strings.Cut(k, "\x00")
+		st = inc.account(k, shop, actor)
+	}
 	st.touch(r.t)
 	inc.touch(r.t)
 	bk := inc.bucket(r.t)
@@ -274,10 +380,11 @@ func (b *Builder) attribute(r *rec) bool {
 		st.exported += r.recs
 	}
 	if !viaAccount {
-		s := inc.sources[r.ip]
+		ip := r.addr()
+		s := inc.sources[ip]
 		if s == nil && len(inc.sources) < maxSourcesPerIncident {
 			s = &srcStat{first: r.t}
-			inc.sources[r.ip] = s
+			inc.sources[ip] = s
 		}
 		if s != nil {
 			switch r.kind {
@@ -467,10 +574,12 @@ func (b *Builder) Finding(f *shopguard.Finding, ev *shopguard.Event) {
 		if compromised {
 			st.compromised = true
 		}
-		tr := b.accounts[k]
-		if tr == nil {
-			tr = &acctTrack{}
-			b.accounts[k] = tr
+		h := maphash.String(b.seed, k)
+		tr := b.accounts[h]
+		if tr == nil || tr.key != k { // (a different name of the same 64-bit hash is replaced)
+			tr = &acctTrack{key: k}
+			b.accounts[h] = tr
+			b.markAcct(h)
 		}
 		tr.n = n
 		tr.until = max(tr.until, t+int64(b.opt.AccountHorizon))
@@ -485,7 +594,7 @@ func (b *Builder) Finding(f *shopguard.Finding, ev *shopguard.Event) {
 				}
 			}
 		}
-		b.flush = true
+		b.tracked(nil, h)
 	}
 	for _, a := range fc.Evidence.Accounts {
 		st := inc.account(acctKey(a.ShopID, a.Actor), a.ShopID, a.Actor)
@@ -534,14 +643,8 @@ func (b *Builder) trackSource(s string, n *node) *node {
 		}
 	}
 	b.sources[p] = m
-	if p.Bits() < p.Addr().BitLen() {
-		if p.Addr().Is4() {
-			b.bits4[p.Bits()]++
-		} else {
-			b.bits6[p.Bits()]++
-		}
-	}
-	b.flush = true
+	b.index.set(p, m)
+	b.tracked(&p, 0)
 	return n
 }
 
@@ -606,21 +709,15 @@ func (b *Builder) Prune(cutoff time.Time, maxFindings int) {
 	for p, n := range b.sources {
 		if in(n) {
 			delete(b.sources, p)
-			if p.Bits() == p.Addr().BitLen() {
-				continue
-			}
-			bits := b.bits6
-			if p.Addr().Is4() {
-				bits = b.bits4
-			}
-			if bits[p.Bits()]--; bits[p.Bits()] <= 0 {
-				delete(bits, p.Bits())
-			}
+			b.index.set(p, nil)
 		}
 	}
-	for k, a := range b.accounts {
+	clear(b.acctBits)
+	for h, a := range b.accounts {
 		if in(a.n) || a.until < cutoff.UnixNano() {
-			delete(b.accounts, k)
+			delete(b.accounts, h)
+		} else {
+			b.markAcct(h)
 		}
 	}
 }

@@ -138,8 +138,8 @@ func (l *Live) finding(w http.ResponseWriter, r *http.Request) {
 	if f != nil && f.Actor != "" {
 		k := acctKey(f.ShopID, f.Actor)
 		for i := l.b.head; i < len(l.b.ring); i++ {
-			if rc := &l.b.ring[i]; rc.acct == k {
-				tl = append(tl, TimelineEvent{Time: ts(rc.t), Action: actionName(rc), IP: rc.ip.String(), Records: rc.recs})
+			if rc := &l.b.ring[i]; string(l.b.name(rc)) == k {
+				tl = append(tl, TimelineEvent{Time: ts(rc.t), Action: actionName(rc), IP: rc.addr().String(), Records: rc.recs})
 			}
 		}
 		if len(tl) > 200 {

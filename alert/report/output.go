@@ -4,14 +4,17 @@ import (
 	"bufio"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shopguard/shopguard"
@@ -165,7 +168,7 @@ func (b *Builder) incident(n int, inc *incident) Incident {
 		row := AccountRow{ShopID: a.shop, Actor: a.actor, Incident: in.ID,
 			FirstAttackTime: ts(a.first), LastAttackTime: ts(a.last), FailedLogins: a.fails, Successes: a.successes,
 			Compromised: a.compromised, SensitiveChanges: a.changes, ExportedRecords: a.exported,
-			FindingIDs: append([]string{}, a.findings...)}
+			FindingIDs: slices.Sorted(slices.Values(a.findings))}
 		if row.Compromised {
 			in.Compromised++
 		}
@@ -285,7 +288,6 @@ var CSVHeader = []string{"shop_id", "actor", "incident", "first_attack_time", "l
 // WriteCSV writes accounts.csv: one row per account per incident.
 func (r *Report) WriteCSV(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 1<<16)
-	defer bw.Flush()
 	cw := csv.NewWriter(bw)
 	if err := cw.Write(CSVHeader); err != nil {
 		return err
@@ -298,7 +300,10 @@ func (r *Report) WriteCSV(w io.Writer) error {
 		}
 	}
 	cw.Flush()
-	return cw.Error()
+	if err := cw.Error(); err != nil {
+		return err
+	}
+	return bw.Flush()
 }
 
 func (a AccountRow) csv() []string {
@@ -357,33 +362,44 @@ func (r *Report) WriteDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("report directory: %w", err)
 	}
-	for _, f := range []struct {
+	files := []struct {
 		name  string
 		write func(io.Writer) error
 	}{
 		{"accounts.csv", r.WriteCSV},
 		{"incidents.json", r.WriteJSON},
 		{"report.html", func(w io.Writer) error { return r.WriteHTML(w, PageOptions{CSVHref: "accounts.csv"}) }},
-	} {
-		path := filepath.Join(dir, f.name)
-		tmp, err := os.CreateTemp(dir, "."+f.name+".*")
-		if err != nil {
-			return fmt.Errorf("write %s: %w", path, err)
-		}
-		err = f.write(tmp)
-		if err == nil {
-			err = tmp.Chmod(0o644)
-		}
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp.Name(), path)
-		}
-		if err != nil {
-			_ = os.Remove(tmp.Name())
-			return fmt.Errorf("write %s: %w", path, err)
-		}
+	}
+	// The three files only read r: write them at the same time.
+	errs := make([]error, len(files))
+	var wg sync.WaitGroup
+	for i, f := range files {
+		wg.Go(func() { errs[i] = writeFile(filepath.Join(dir, f.name), f.write) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// writeFile writes path through a temporary file renamed into place, so
+// that a reader never sees half a report.
+func writeFile(path string, write func(io.Writer) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	err = write(tmp)
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }
