@@ -66,7 +66,7 @@ func (t *scaleFlags) subscribe(done scaleKey) *flagInbox {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	i, _ := slices.BinarySearchFunc(t.all, done, func(f scaleFlag, k scaleKey) int {
-		if f.k.cmp(k) <= 0 {
+		if f.k.Cmp(k) <= 0 {
 			return -1
 		}
 		return 1
@@ -108,7 +108,7 @@ func (t *scaleFlags) recompute() {
 func (t *scaleFlags) addFlag(f scaleFlag) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	i, _ := slices.BinarySearchFunc(t.all, f.k, func(x scaleFlag, k scaleKey) int { return x.k.cmp(k) })
+	i, _ := slices.BinarySearchFunc(t.all, f.k, func(x scaleFlag, k scaleKey) int { return x.k.Cmp(k) })
 	for j := i; j < len(t.all) && t.all[j].k == f.k; j++ {
 		if t.all[j] == f {
 			return // published again by a source task that redid its work

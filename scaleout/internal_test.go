@@ -20,15 +20,15 @@ import (
 // releaseAll pops every item the frontier lets through.
 func releaseAll(o *scaleOrder) []scaleKey {
 	var out []scaleKey
-	limit := o.frontier()
+	limit := o.Frontier()
 	for {
-		k, ok := o.peek()
-		if !ok || k.cmp(limit) >= 0 {
+		k, ok := o.Peek()
+		if !ok || k.Cmp(limit) >= 0 {
 			return out
 		}
-		it := o.pop()
-		o.processed(it.k)
-		out = append(out, it.k)
+		it := o.Pop()
+		o.Processed(it.K)
+		out = append(out, it.K)
 	}
 }
 
@@ -52,19 +52,19 @@ func TestScaleOrderReleasesInKeyOrder(t *testing.T) {
 		var st int64
 		for off := range int64(200) {
 			st += rng.Int64N(3) * int64(time.Millisecond) // ties across partitions too
-			k := scaleKey{t: st, p: int32(p), off: off}
+			k := scaleKey{T: st, P: int32(p), Off: off}
 			want = append(want, k)
 			streams[p] = append(streams[p], msg{k: k})
 			if rng.IntN(10) == 0 {
 				streams[p] = append(streams[p], msg{k: k}) // duplicate
 			}
 			if rng.IntN(7) == 0 {
-				streams[p] = append(streams[p], msg{hb: true, k: scaleKey{t: st, p: int32(p), off: off + 1}})
+				streams[p] = append(streams[p], msg{hb: true, k: scaleKey{T: st, P: int32(p), Off: off + 1}})
 			}
 		}
-		streams[p] = append(streams[p], msg{hb: true, k: scaleKey{t: st, p: int32(p), off: 200}, idle: true})
+		streams[p] = append(streams[p], msg{hb: true, k: scaleKey{T: st, P: int32(p), Off: 200}, idle: true})
 	}
-	slices.SortFunc(want, func(a, b scaleKey) int { return a.cmp(b) })
+	slices.SortFunc(want, func(a, b scaleKey) int { return a.Cmp(b) })
 
 	o := newScaleOrder(3)
 	var got []scaleKey
@@ -84,9 +84,9 @@ func TestScaleOrderReleasesInKeyOrder(t *testing.T) {
 		m := streams[p][pos[p]]
 		pos[p]++
 		if m.hb {
-			o.mark(m.k.p, m.k, m.idle)
+			o.Mark(m.k.P, m.k, m.idle)
 		} else {
-			o.add(m.k, nil)
+			o.Add(m.k, nil)
 		}
 		released := releaseAll(o)
 		for _, k := range released {
@@ -94,7 +94,7 @@ func TestScaleOrderReleasesInKeyOrder(t *testing.T) {
 			for q := range 3 {
 				for _, later := range streams[q][pos[q]:] {
 					if !later.hb {
-						require.Negative(t, k.cmp(later.k), "released %v before %v arrived", k, later.k)
+						require.Negative(t, k.Cmp(later.k), "released %v before %v arrived", k, later.k)
 					}
 				}
 			}
@@ -102,32 +102,32 @@ func TestScaleOrderReleasesInKeyOrder(t *testing.T) {
 		got = append(got, released...)
 	}
 	require.Equal(t, want, got)
-	require.Empty(t, o.items)
+	require.Empty(t, o.Items)
 }
 
 func TestScaleOrderFrontier(t *testing.T) {
 	o := newScaleOrder(2)
-	require.Equal(t, scaleKeyMin, o.frontier(), "until every input partition is heard from")
-	o.mark(0, scaleKey{t: 10, p: 0, off: 5}, false)
-	require.Equal(t, scaleKeyMin, o.frontier())
-	o.mark(1, scaleKey{t: 7, p: 1, off: 3}, false)
-	require.Equal(t, scaleKey{t: 7, p: 1, off: 3}, o.frontier())
-	o.mark(1, scaleKey{t: 5, p: 1, off: 2}, false)
-	require.Equal(t, scaleKey{t: 7, p: 1, off: 3}, o.frontier(), "a bound never goes back")
-	o.mark(1, scaleKey{t: 7, p: 1, off: 3}, true)
-	require.Equal(t, scaleKey{t: 10, p: 0, off: 5}, o.frontier(), "an idle partition holds nothing back")
-	o.mark(0, scaleKey{t: 10, p: 0, off: 5}, true)
-	require.Equal(t, scaleKeyMax, o.frontier())
-	o.mark(0, scaleKey{t: 12, p: 0, off: 6}, false)
-	require.Equal(t, scaleKey{t: 12, p: 0, off: 6}, o.frontier(), "a partition that wakes up counts again")
-	o.mark(4, scaleKey{t: 1, p: 4, off: 0}, false)
-	require.Equal(t, scaleKeyMin, o.frontier(), "partitions added to the audit topic count, once all are heard from")
+	require.Equal(t, scaleKeyMin, o.Frontier(), "until every input partition is heard from")
+	o.Mark(0, scaleKey{T: 10, P: 0, Off: 5}, false)
+	require.Equal(t, scaleKeyMin, o.Frontier())
+	o.Mark(1, scaleKey{T: 7, P: 1, Off: 3}, false)
+	require.Equal(t, scaleKey{T: 7, P: 1, Off: 3}, o.Frontier())
+	o.Mark(1, scaleKey{T: 5, P: 1, Off: 2}, false)
+	require.Equal(t, scaleKey{T: 7, P: 1, Off: 3}, o.Frontier(), "a bound never goes back")
+	o.Mark(1, scaleKey{T: 7, P: 1, Off: 3}, true)
+	require.Equal(t, scaleKey{T: 10, P: 0, Off: 5}, o.Frontier(), "an idle partition holds nothing back")
+	o.Mark(0, scaleKey{T: 10, P: 0, Off: 5}, true)
+	require.Equal(t, scaleKeyMax, o.Frontier())
+	o.Mark(0, scaleKey{T: 12, P: 0, Off: 6}, false)
+	require.Equal(t, scaleKey{T: 12, P: 0, Off: 6}, o.Frontier(), "a partition that wakes up counts again")
+	o.Mark(4, scaleKey{T: 1, P: 4, Off: 0}, false)
+	require.Equal(t, scaleKeyMin, o.Frontier(), "partitions added to the audit topic count, once all are heard from")
 
-	require.True(t, o.add(scaleKey{t: 1, p: 0, off: 9}, nil))
-	require.False(t, o.add(scaleKey{t: 1, p: 0, off: 9}, nil), "duplicate")
-	require.False(t, o.add(scaleKey{t: 1, p: 0, off: 8}, nil), "written before the last one seen")
-	require.False(t, o.processed(scaleKey{t: 1, p: 0, off: 9}))
-	require.True(t, o.processed(scaleKey{t: 0, p: 3, off: 0}), "late")
+	require.True(t, o.Add(scaleKey{T: 1, P: 0, Off: 9}, nil))
+	require.False(t, o.Add(scaleKey{T: 1, P: 0, Off: 9}, nil), "duplicate")
+	require.False(t, o.Add(scaleKey{T: 1, P: 0, Off: 8}, nil), "written before the last one seen")
+	require.False(t, o.Processed(scaleKey{T: 1, P: 0, Off: 9}))
+	require.True(t, o.Processed(scaleKey{T: 0, P: 3, Off: 0}), "late")
 }
 
 // TestTaskStateRoundTrip: a task's state survives encoding and chunking,
@@ -135,11 +135,11 @@ func TestScaleOrderFrontier(t *testing.T) {
 // short state is refused.
 func TestTaskStateRoundTrip(t *testing.T) {
 	o := newScaleOrder(3)
-	o.done = scaleKey{t: 99, p: 1, off: 7}
-	o.add(scaleKey{t: 100, p: 2, off: 4}, []byte(`{"a":1}`))
-	o.add(scaleKey{t: 101, p: 0, off: 5}, []byte(`{"b":2}`))
-	o.mark(0, scaleKey{t: 101, p: 0, off: 6}, false)
-	o.mark(2, scaleKey{t: 100, p: 2, off: 5}, true)
+	o.Done = scaleKey{T: 99, P: 1, Off: 7}
+	o.Add(scaleKey{T: 100, P: 2, Off: 4}, []byte(`{"a":1}`))
+	o.Add(scaleKey{T: 101, P: 0, Off: 5}, []byte(`{"b":2}`))
+	o.Mark(0, scaleKey{T: 101, P: 0, Off: 6}, false)
+	o.Mark(2, scaleKey{T: 100, P: 2, Off: 5}, true)
 	eng := make([]byte, 1_300_000) // three chunks
 	for i := range eng {
 		eng[i] = byte(i * 7)
@@ -164,13 +164,13 @@ func TestTaskStateRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(42), st.next)
 	require.Equal(t, eng, st.engine)
-	require.Equal(t, o.done, st.order.done)
-	require.Equal(t, o.seen, st.order.seen)
-	require.Equal(t, o.marks, st.order.marks)
-	require.Equal(t, o.inputs, st.order.inputs)
-	k, _ := st.order.peek()
-	require.Equal(t, scaleKey{t: 100, p: 2, off: 4}, k)
-	require.Equal(t, `{"a":1}`, string(st.order.pop().raw))
+	require.Equal(t, o.Done, st.order.Done)
+	require.Equal(t, o.Seen, st.order.Seen)
+	require.Equal(t, o.Marks, st.order.Marks)
+	require.Equal(t, o.Inputs, st.order.Inputs)
+	k, _ := st.order.Peek()
+	require.Equal(t, scaleKey{T: 100, P: 2, Off: 4}, k)
+	require.Equal(t, `{"a":1}`, string(st.order.Pop().V))
 
 	_, err = assemble(cs[:2])
 	require.Error(t, err, "a chunk missing")
@@ -188,7 +188,7 @@ func TestTaskStateRoundTrip(t *testing.T) {
 }
 
 func TestScaleWireRecords(t *testing.T) {
-	k := scaleKey{t: 1767571200123456789, p: 4, off: 99}
+	k := scaleKey{T: 1767571200123456789, P: 4, Off: 99}
 	ev := kafkago.Message{Headers: []kafkago.Header{eventHeader(k)}}
 	kind, got, _, err := parseInternal(&ev)
 	require.NoError(t, err)

@@ -76,7 +76,7 @@ func (s *Runtime) repartition(ctx context.Context, gen *kafkago.Generation, part
 	// hb appends a heartbeat to every partition of both topics: everything
 	// below (st, part, upTo) has been written.
 	hb := func(dst []kafkago.Message, upTo int64, idle bool) []kafkago.Message {
-		h := []kafkago.Header{heartbeatHeader(scaleKey{t: st, p: int32(part), off: upTo}, idle)}
+		h := []kafkago.Header{heartbeatHeader(scaleKey{T: st, P: int32(part), Off: upTo}, idle)}
 		for q := range s.nAccount {
 			dst = append(dst, kafkago.Message{Topic: s.names.ByAccount, Headers: h, WriterData: q})
 		}
@@ -138,7 +138,7 @@ func (s *Runtime) repartition(ctx context.Context, gen *kafkago.Generation, part
 				continue
 			}
 			st = max(st, ev.Time.UnixNano())
-			h := []kafkago.Header{eventHeader(scaleKey{t: st, p: int32(part), off: m.Offset})}
+			h := []kafkago.Header{eventHeader(scaleKey{T: st, P: int32(part), Off: m.Offset})}
 			key := make([]byte, 0, len(ev.ShopID)+1+len(ev.Actor))
 			key = append(append(append(key, ev.ShopID...), 0), ev.Actor...)
 			out = append(out, kafkago.Message{Topic: s.names.ByAccount, Key: key, Value: m.Value, Headers: h,

@@ -69,10 +69,10 @@ func (s *Runtime) runTask(ctx context.Context, gen *kafkago.Generation, stage st
 		}
 		return
 	}
-	t.buffered.Add(float64(len(t.order.items)))
-	defer func() { t.buffered.Sub(float64(len(t.order.items))) }()
+	t.buffered.Add(float64(len(t.order.Items)))
+	defer func() { t.buffered.Sub(float64(len(t.order.Items))) }()
 	if stage == StageAccount {
-		t.inbox = s.flags.subscribe(t.order.done)
+		t.inbox = s.flags.subscribe(t.order.Done)
 		defer s.flags.unsubscribe(t.inbox)
 	}
 	r := s.partitionReader(topic, part)
@@ -144,9 +144,9 @@ func (s *Runtime) runTask(ctx context.Context, gen *kafkago.Generation, stage st
 		case <-wake:
 		case <-tick.C:
 			t.snapshot(ctx)
-			if len(t.order.items) > 0 && t.log.Enabled(ctx, slog.LevelDebug) {
-				t.log.Debug("task waiting", "buffered", len(t.order.items), "frontier", t.order.frontier(),
-					"flags_frontier", t.s.flags.frontier(), "marks", t.order.marks, "next", t.next)
+			if len(t.order.Items) > 0 && t.log.Enabled(ctx, slog.LevelDebug) {
+				t.log.Debug("task waiting", "buffered", len(t.order.Items), "frontier", t.order.Frontier(),
+					"flags_frontier", t.s.flags.frontier(), "marks", t.order.Marks, "next", t.next)
 			}
 			continue
 		}
@@ -189,7 +189,7 @@ func (t *scaleTask) restore(ctx context.Context) error {
 	case st != nil:
 		t.next, t.order, t.seq = st.next, st.order, seq
 		// Partitions added to the audit topic since count from now on.
-		t.order.inputs = max(t.order.inputs, s.nInput)
+		t.order.Inputs = max(t.order.Inputs, s.nInput)
 		if st.engine != nil {
 			if err := restoreEngine(eng, st.engine); err != nil {
 				// Resume where the snapshot says, with empty detection
@@ -224,14 +224,14 @@ func (t *scaleTask) restore(ctx context.Context) error {
 		t.next, t.order = off, newScaleOrder(s.nInput)
 	}
 	s.opts.Scale.restores.WithLabelValues(t.stage, result).Inc()
-	t.log.Debug("task restored", "result", result, "seq", t.seq, "offset", t.next, "buffered", len(t.order.items))
+	t.log.Debug("task restored", "result", result, "seq", t.seq, "offset", t.next, "buffered", len(t.order.Items))
 	return nil
 }
 
 // receive takes a batch of messages of the partition into the order
 // buffer.
 func (t *scaleTask) receive(msgs []kafkago.Message) {
-	before := len(t.order.items)
+	before := len(t.order.Items)
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Offset < t.next {
@@ -244,57 +244,57 @@ func (t *scaleTask) receive(msgs []kafkago.Message) {
 		case err != nil:
 			t.log.Warn("unreadable internal message skipped", "offset", m.Offset, "err", err)
 		case kind == wireEvent:
-			t.order.add(k, m.Value)
+			t.order.Add(k, m.Value)
 		case kind == wireHeartbeat:
-			t.order.mark(k.p, k, idle)
+			t.order.Mark(k.P, k, idle)
 		}
 	}
-	t.buffered.Add(float64(len(t.order.items) - before))
+	t.buffered.Add(float64(len(t.order.Items) - before))
 }
 
 // process hands every event (and, in the account stage, every flag) that
 // may be processed to the engine, in key order, delivers the findings,
 // and (source stage) publishes the flags and progress.
 func (t *scaleTask) process(sinkCtx context.Context) error {
-	limit := t.order.frontier()
+	limit := t.order.Frontier()
 	if t.inbox != nil {
 		limit = minKey(limit, t.s.flags.frontier())
 		if n := len(t.pending); t.inbox.take(&t.pending) > n {
-			slices.SortStableFunc(t.pending, func(a, b scaleFlag) int { return a.k.cmp(b.k) })
+			slices.SortStableFunc(t.pending, func(a, b scaleFlag) int { return a.k.Cmp(b.k) })
 		}
 	}
 	t.fs, t.flagMsgs = t.fs[:0], t.flagMsgs[:0]
-	before := len(t.order.items)
+	before := len(t.order.Items)
 	n := 0
 	for {
-		ek, hasEv := t.order.peek()
+		ek, hasEv := t.order.Peek()
 		// Beyond max_buffered the oldest events go on regardless.
-		forced := hasEv && len(t.order.items) > t.s.sc.MaxBuffered
-		if len(t.pending) > 0 && (!hasEv || t.pending[0].k.cmp(ek) <= 0) {
+		forced := hasEv && len(t.order.Items) > t.s.sc.MaxBuffered
+		if len(t.pending) > 0 && (!hasEv || t.pending[0].k.Cmp(ek) <= 0) {
 			// A flag comes first, even on a tie with the failed login
 			// that raised it: in one process it is set while that login
 			// is evaluated.
 			f := t.pending[0]
-			if f.k.cmp(limit) >= 0 && !forced {
+			if f.k.Cmp(limit) >= 0 && !forced {
 				break
 			}
 			t.pending = t.pending[1:]
-			if t.order.processed(f.k) {
+			if t.order.Processed(f.k) {
 				t.lateC.Inc()
 			}
 			t.flagger.FlagSource(f.prefix, time.Unix(0, f.t), f.id)
 			t.dirty = true
 			continue
 		}
-		if !hasEv || (ek.cmp(limit) >= 0 && !forced) {
+		if !hasEv || (ek.Cmp(limit) >= 0 && !forced) {
 			break
 		}
-		it := t.order.pop()
-		if t.order.processed(it.k) {
+		it := t.order.Pop()
+		if t.order.Processed(it.K) {
 			t.lateC.Inc()
 		}
 		n++
-		if err := ingest.Decode(it.raw, &t.ev); err != nil {
+		if err := ingest.Decode(it.V, &t.ev); err != nil {
 			t.log.Warn("internal event unreadable; skipped", "err", err)
 			continue
 		}
@@ -302,7 +302,7 @@ func (t *scaleTask) process(sinkCtx context.Context) error {
 		t.fs = t.eng.Process(t.fs, &t.ev)
 		if t.stage == StageSource {
 			for i := from; i < len(t.fs); i++ {
-				t.flag(it.k, &t.fs[i])
+				t.flag(it.K, &t.fs[i])
 			}
 		}
 	}
@@ -312,7 +312,7 @@ func (t *scaleTask) process(sinkCtx context.Context) error {
 		if o, ok := t.eng.(Observer); ok && t.stage == StageAccount {
 			o.Observe(n)
 		}
-		t.buffered.Sub(float64(before - len(t.order.items)))
+		t.buffered.Sub(float64(before - len(t.order.Items)))
 	}
 	if len(t.fs) > 0 {
 		if err := t.s.opts.Sink.Send(sinkCtx, t.fs...); err != nil {

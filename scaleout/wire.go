@@ -31,16 +31,16 @@ const (
 var errWire = errors.New("malformed internal message")
 
 func appendKey(b []byte, k scaleKey) []byte {
-	b = binary.BigEndian.AppendUint64(b, uint64(k.t))
-	b = binary.BigEndian.AppendUint32(b, uint32(k.p))
-	return binary.BigEndian.AppendUint64(b, uint64(k.off))
+	b = binary.BigEndian.AppendUint64(b, uint64(k.T))
+	b = binary.BigEndian.AppendUint32(b, uint32(k.P))
+	return binary.BigEndian.AppendUint64(b, uint64(k.Off))
 }
 
 func readKey(b []byte) scaleKey {
 	return scaleKey{
-		t:   int64(binary.BigEndian.Uint64(b)),
-		p:   int32(binary.BigEndian.Uint32(b[8:])),
-		off: int64(binary.BigEndian.Uint64(b[12:])),
+		T:   int64(binary.BigEndian.Uint64(b)),
+		P:   int32(binary.BigEndian.Uint32(b[8:])),
+		Off: int64(binary.BigEndian.Uint64(b[12:])),
 	}
 }
 
@@ -51,7 +51,7 @@ func eventHeader(k scaleKey) kafkago.Header {
 	return kafkago.Header{Key: scaleHeader, Value: appendKey([]byte{wireEvent}, k)}
 }
 
-// heartbeatHeader is the header of a heartbeat: input partition bound.p has
+// heartbeatHeader is the header of a heartbeat: input partition bound.P has
 // sent everything below bound.
 func heartbeatHeader(bound scaleKey, idle bool) kafkago.Header {
 	b := appendKey([]byte{wireHeartbeat}, bound)
@@ -242,28 +242,28 @@ func encodeTask(st *taskState) []byte {
 	o := st.order
 	b := []byte{taskVersion}
 	b = binary.BigEndian.AppendUint64(b, uint64(st.next))
-	b = appendKey(b, o.done)
-	b = binary.BigEndian.AppendUint32(b, uint32(o.inputs))
-	b = binary.BigEndian.AppendUint32(b, uint32(len(o.seen)))
-	for p, off := range o.seen {
+	b = appendKey(b, o.Done)
+	b = binary.BigEndian.AppendUint32(b, uint32(o.Inputs))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(o.Seen)))
+	for p, off := range o.Seen {
 		b = binary.BigEndian.AppendUint32(b, uint32(p))
 		b = binary.BigEndian.AppendUint64(b, uint64(off))
 	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(o.marks)))
-	for p, m := range o.marks {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(o.Marks)))
+	for p, m := range o.Marks {
 		b = binary.BigEndian.AppendUint32(b, uint32(p))
-		b = appendKey(b, m.bound)
-		if m.idle {
+		b = appendKey(b, m.Bound)
+		if m.Idle {
 			b = append(b, 1)
 		} else {
 			b = append(b, 0)
 		}
 	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(o.items)))
-	for _, it := range o.items {
-		b = appendKey(b, it.k)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(it.raw)))
-		b = append(b, it.raw...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(o.Items)))
+	for _, it := range o.Items {
+		b = appendKey(b, it.K)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(it.V)))
+		b = append(b, it.V...)
 	}
 	b = binary.BigEndian.AppendUint64(b, uint64(len(st.engine)))
 	return append(b, st.engine...)
@@ -299,7 +299,7 @@ func decodeTask(b []byte) (*taskState, error) {
 	st := &taskState{next: int64(r.u64())}
 	done := r.key()
 	o := newScaleOrder(int(r.u32()))
-	o.done = done
+	o.Done = done
 	// Counts are checked against what is left, so a corrupt count cannot
 	// allocate much.
 	n := r.u32()
@@ -308,7 +308,7 @@ func decodeTask(b []byte) (*taskState, error) {
 	}
 	for range n {
 		p := int32(r.u32())
-		o.seen[p] = int64(r.u64())
+		o.Seen[p] = int64(r.u64())
 	}
 	n = r.u32()
 	if uint64(n)*(4+keyLen+1) > uint64(len(r.b)) {
@@ -317,19 +317,19 @@ func decodeTask(b []byte) (*taskState, error) {
 	for range n {
 		p := int32(r.u32())
 		k := r.key()
-		o.marks[p] = scaleMark{bound: k, idle: r.take(1)[0] == 1}
+		o.Marks[p] = scaleMark{Bound: k, Idle: r.take(1)[0] == 1}
 	}
 	n = r.u32()
 	if uint64(n)*(keyLen+4) > uint64(len(r.b)) {
 		return nil, fmt.Errorf("%w: task state truncated", errWire)
 	}
-	o.items = make(scaleHeap, 0, n)
+	o.Items = make(scaleHeap, 0, n)
 	for range n {
 		k := r.key()
 		raw := r.take(int(r.u32()))
-		o.items = append(o.items, scaleItem{k: k, raw: raw})
+		o.Items = append(o.Items, scaleItem{K: k, V: raw})
 	}
-	heap.Init(&o.items)
+	heap.Init(&o.Items)
 	eng := r.take(int(r.u64()))
 	if r.bad || len(r.b) != 0 {
 		return nil, fmt.Errorf("%w: task state truncated", errWire)

@@ -67,6 +67,16 @@ type Config struct {
 	// BatchLinger is how long a batch waits for more messages after its
 	// first; it bounds the latency batching adds.
 	BatchLinger time.Duration `yaml:"batch_linger"`
+	// Lateness is how long the source waits for a partition that is
+	// behind (its last fetch did not reach its end) and delivers nothing,
+	// before it processes the other partitions' later events without it.
+	// Partitions are merged by event time (stream time, SPEC §4); one
+	// that was read to its end is idle and never waited for. Zero turns
+	// the merge off: partitions are processed as they are fetched.
+	Lateness time.Duration `yaml:"lateness"`
+	// MaxBuffered bounds the events the merge holds while waiting; beyond
+	// it the oldest go on regardless (counted as forced).
+	MaxBuffered int `yaml:"max_buffered"`
 	// CommitInterval coalesces offset commits: acknowledged offsets are
 	// committed at most this often (and always on Close). Zero commits
 	// after every acknowledged batch.
@@ -101,6 +111,8 @@ var DefaultConfig = Config{
 	QueueCapacity:     1000,
 	BatchSize:         500,
 	BatchLinger:       5 * time.Millisecond,
+	Lateness:          2 * time.Second,
+	MaxBuffered:       200_000,
 	CommitInterval:    time.Second,
 	SessionTimeout:    30 * time.Second,
 	HeartbeatInterval: 3 * time.Second,
@@ -173,6 +185,12 @@ func (c Config) Validate() error {
 	}
 	if c.BatchLinger < 0 || c.BatchLinger > time.Second {
 		bad("batch_linger", "%s is not between 0 and 1s", c.BatchLinger)
+	}
+	if c.Lateness < 0 || c.Lateness > time.Hour {
+		bad("lateness", "%s is not between 0 (no merge) and 1h", c.Lateness)
+	}
+	if c.MaxBuffered < 1 {
+		bad("max_buffered", "%d is below 1", c.MaxBuffered)
 	}
 	if c.CommitInterval < 0 {
 		bad("commit_interval", "%s is negative", c.CommitInterval)

@@ -20,6 +20,12 @@ type Metrics struct {
 	written      prometheus.Counter
 	failed       prometheus.Counter
 
+	// The merge of partitions by event time (Config.Lateness).
+	buffered prometheus.Gauge
+	late     prometheus.Counter
+	forced   prometheus.Counter
+	stalls   prometheus.Counter
+
 	// fetch_errors_total is errors FetchMessage returned plus those
 	// kafka-go retried internally, which only Reader.Stats reveals; it is
 	// read at scrape time.
@@ -52,6 +58,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		redelivered: f.NewCounter(prometheus.CounterOpts{
 			Name: "shopguard_kafka_redelivered_total",
 			Help: "Messages fetched again after a rebalance or retry that this process had already processed; acknowledged, not processed twice.",
+		}),
+		buffered: f.NewGauge(prometheus.GaugeOpts{
+			Name: "shopguard_kafka_merge_buffered_events",
+			Help: "Events fetched and waiting for the partitions behind them, to be processed in event-time order.",
+		}),
+		late: f.NewCounter(prometheus.CounterOpts{
+			Name: "shopguard_kafka_merge_late_events_total",
+			Help: "Events processed after an event of a later stream time (from a partition not waited for, or beyond max_buffered).",
+		}),
+		forced: f.NewCounter(prometheus.CounterOpts{
+			Name: "shopguard_kafka_merge_forced_total",
+			Help: "Events released before the partitions behind them caught up, because kafka.max_buffered events were waiting.",
+		}),
+		stalls: f.NewCounter(prometheus.CounterOpts{
+			Name: "shopguard_kafka_merge_stalls_total",
+			Help: "Times a partition that was behind delivered nothing for kafka.lateness and stopped being waited for.",
 		}),
 		sources: map[*Source]struct{}{},
 	}

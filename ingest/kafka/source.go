@@ -85,6 +85,8 @@ type Source struct {
 	delivered map[int]int64
 	cfg       Config
 	r         *kafkago.Reader
+	fetch     func(context.Context) (kafkago.Message, error) // r.FetchMessage, but for tests
+	merge     *merger                                        // nil: partitions as fetched
 	opts      SourceOptions
 	log       *slog.Logger
 
@@ -169,6 +171,10 @@ func NewSource(cfg Config, opts SourceOptions) (*Source, error) {
 		lagGauges:  map[int]prometheus.Gauge{},
 		commitDone: make(chan struct{}),
 	}
+	s.fetch = r.FetchMessage
+	if cfg.Lateness > 0 {
+		s.merge = newMerger(cfg, opts.Kafka)
+	}
 	s.bg, s.stopBG = context.WithCancel(context.Background())
 	s.fetchOK.Store(true)
 	s.acks.init(cfg.Topic)
@@ -237,9 +243,12 @@ func (s *Source) Run(ctx context.Context, out chan<- shopguard.Batch) error {
 			return stopped()
 		}
 	}
+	if s.merge != nil {
+		return s.runMerged(ctx, out, stopped)
+	}
 	fails := 0
 	for {
-		msg, err := s.r.FetchMessage(ctx)
+		msg, err := s.fetch(ctx)
 		var b shopguard.Batch
 		var ok bool
 		if err == nil {
@@ -344,7 +353,7 @@ func (s *Source) collect(ctx context.Context, first kafkago.Message) (b shopguar
 	if s.cfg.BatchSize > 1 && s.cfg.BatchLinger > 0 {
 		lctx, cancel := context.WithTimeout(ctx, s.cfg.BatchLinger)
 		for len(b.Events) < s.cfg.BatchSize {
-			m, ferr := s.r.FetchMessage(lctx)
+			m, ferr := s.fetch(lctx)
 			if ferr != nil {
 				if ctx.Err() == nil && !errors.Is(ferr, context.DeadlineExceeded) {
 					err = ferr
