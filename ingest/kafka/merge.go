@@ -170,11 +170,11 @@ func (g *merger) progress() []partPos {
 func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stopped func() error) error {
 	g := s.merge
 	var (
-		evs      []shopguard.Event
-		first    time.Time // when the first event of evs was released
-		wait     deadlineCtx
-		stalls   time.Time // when partitions were last checked for stalls
-		fails    int
+		evs    []shopguard.Event
+		first  time.Time // when the first event of evs was released
+		wait   deadlineCtx
+		stalls time.Time // when partitions were last checked for stalls
+		fails  int
 	)
 	// batch makes evs one batch with the progress made.
 	batch := func() shopguard.Batch {
