@@ -38,6 +38,7 @@ func runDemo(ctx context.Context, e env, args []string) int {
 		duration                                           time.Duration
 		rate, speed, attackRate                            float64
 		seed                                               int64
+		partitions                                         int
 	)
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(e.stderr, demoUsage); fs.PrintDefaults() }
@@ -50,6 +51,7 @@ func runDemo(ctx context.Context, e env, args []string) int {
 	fs.Float64Var(&speed, "speed", 10, "how much faster event time runs than the clock")
 	fs.Float64Var(&attackRate, "attack-rate", 20, "attack episodes per 10,000 benign events")
 	fs.Int64Var(&seed, "seed", 1, "generator seed")
+	fs.IntVar(&partitions, "partitions", 6, "`partitions` of the audit topic (merged by event time, kafka.lateness)")
 	fs.StringVar(&alertmanagers, "alertmanager", "", "also send findings to these comma-separated Alertmanager `URLs`")
 	fs.StringVar(&labels, "labels", "", "on exit, write the ground truth of the generated attacks to this `file`")
 	var format, geoipCity, geoipASN, watchlist string
@@ -62,6 +64,9 @@ func runDemo(ctx context.Context, e env, args []string) int {
 	}
 	if rate <= 0 || speed <= 0 {
 		return usageError(e, "demo", "--rate and --speed must be above 0")
+	}
+	if partitions < 1 || partitions > 1000 {
+		return usageError(e, "demo", "--partitions %d is not between 1 and 1000", partitions)
 	}
 	cfg, err := loadConfig(config)
 	if err != nil {
@@ -98,14 +103,10 @@ func runDemo(ctx context.Context, e env, args []string) int {
 	// The broker outlives ctx: the consumer commits its offsets to it while
 	// shutting down, and the deferred Close stops it last.
 	//
-	// The audit topic has one partition: the single-process pipeline reads
-	// partitions interleaved as they are fetched, not merged by event time,
-	// so on several partitions a login could be judged before the failures
-	// of other accounts (other partitions) that flagged its address, and a
-	// takeover after credential stuffing would be missed (kafka_e2e_test.go,
-	// kcat_test.go). One partition keeps the order it was produced in,
-	// whatever the producer (kcat -P without a key included) keys by.
-	topics := map[string]int32{topic: 1, alert.DefaultKafkaConfig.Topic: 1}
+	// The audit topic has --partitions partitions, like a real one: the
+	// consumer merges them by event time (kafka.lateness), whatever the
+	// producer (kcat -P without a key included) keys by.
+	topics := map[string]int32{topic: int32(partitions), alert.DefaultKafkaConfig.Topic: 1}
 	if cfg.Kafka.DeadLetterTopic != "" { // empty turns dead letters off
 		topics[cfg.Kafka.DeadLetterTopic] = 1
 	}

@@ -19,18 +19,18 @@ import (
 	"github.com/shopguard/shopguard/ingest/kafkatest"
 )
 
-// The audit topics of these tests have one partition: the single-process
-// pipeline reads partitions in the order it fetches them, not merged by
-// event time, so only on one partition does it see the file's order and
-// give exactly the file replay's findings (on three partitions keyed by
-// account it misses takeovers that follow credential stuffing of other
-// accounts, and stuffing fires at other events; scale_out.enabled, even
-// with one instance, restores the order).
+// The audit topics of these tests have six partitions, keyed by account:
+// the single-process pipeline merges them by event time (kafka.lateness),
+// so it judges the events in the file's order and gives exactly the file
+// replay's findings (read as fetched, it missed takeovers that follow
+// credential stuffing of other accounts, and stuffing fired at other
+// events).
+const e2ePartitions = 6
 
-// e2eCluster starts a kfake cluster with the audit, findings and
-// dead-letter topics, one partition each.
+// e2eCluster starts a kfake cluster with the audit topic (e2ePartitions
+// partitions), the findings and the dead-letter topics (one each).
 func e2eCluster(t *testing.T) *kafkatest.Cluster {
-	return kafkatest.New(t, map[string]int32{e2eAuditTopic: 1, e2eFindingsTopic: 1, e2eDLQTopic: 1})
+	return kafkatest.New(t, map[string]int32{e2eAuditTopic: e2ePartitions, e2eFindingsTopic: 1, e2eDLQTopic: 1})
 }
 
 // e2eWaitReady waits until /readyz answers 200.

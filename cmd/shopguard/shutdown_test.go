@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shopguard/shopguard/ingest/kafkatest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -35,7 +36,8 @@ func TestE2ESIGTERMUnderLoad(t *testing.T) {
 			name = "with checkpoint"
 		}
 		t.Run(name, func(t *testing.T) {
-			c := e2eCluster(t)
+			// One partition, so that offset i is event i.
+			c := kafkatest.New(t, map[string]int32{e2eAuditTopic: 1, e2eFindingsTopic: 1, e2eDLQTopic: 1})
 			rc := e2eRunConfig{brokers: c.Addrs()[0], listen: e2eFreeAddr(t), geoip: geo,
 				findings: filepath.Join(t.TempDir(), "findings.jsonl")}
 			if checkpoint {

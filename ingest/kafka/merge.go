@@ -21,8 +21,9 @@ import (
 // message. A partition read to its end (its last message was at the high
 // water mark) is idle and holds nothing back; one that is behind and
 // delivers nothing for Config.Lateness stops being waited for until it
-// delivers again. For the first Lateness after the first message nothing
-// is released, so that every assigned partition is heard from first.
+// delivers again. Until every partition of the topic has been heard from,
+// or for at most Lateness after the first message, nothing is released, so
+// that every assigned partition is heard from first.
 //
 // Only Run touches it.
 type merger struct {
@@ -32,6 +33,7 @@ type merger struct {
 	o        *order.Order[*shopguard.Event]
 	parts    map[int]*mergePart
 	start    time.Time // first message; zero before it
+	topic    int       // partitions of the topic, 0 if not known
 	m        *Metrics
 }
 
@@ -91,15 +93,31 @@ func (g *merger) stall(now time.Time) {
 	}
 }
 
+// paused tells the merge that no message was fetched for d because the
+// engine was busy: that time does not count towards a partition's stall.
+func (g *merger) paused(d time.Duration) {
+	if d < time.Millisecond {
+		return
+	}
+	for _, mp := range g.parts {
+		mp.last = mp.last.Add(d)
+	}
+}
+
 // wake returns when the merge must be looked at again with no new
 // message: the end of the start-up wait or the next partition to stall,
 // while events wait; zero if never.
+// starting reports whether the start-up wait is on at now.
+func (g *merger) starting(now time.Time) bool {
+	return g.start.IsZero() || now.Sub(g.start) < g.grace && (g.topic == 0 || len(g.parts) < g.topic)
+}
+
 func (g *merger) wake(now time.Time) time.Time {
 	if g.o.Len() == 0 {
 		return time.Time{}
 	}
-	if w := g.start.Add(g.grace); now.Before(w) {
-		return w
+	if g.starting(now) {
+		return g.start.Add(g.grace)
 	}
 	var w time.Time
 	for _, mp := range g.parts {
@@ -116,7 +134,7 @@ func (g *merger) wake(now time.Time) time.Time {
 // events in all.
 func (g *merger) release(now time.Time, evs []shopguard.Event, limit int) []shopguard.Event {
 	front := order.Min
-	if !g.start.IsZero() && now.Sub(g.start) >= g.grace {
+	if !g.starting(now) {
 		front = g.o.Frontier()
 	}
 	for len(evs) < limit {
@@ -169,6 +187,18 @@ func (g *merger) progress() []partPos {
 // runMerged is Run with the partitions merged by event time.
 func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stopped func() error) error {
 	g := s.merge
+	if g.topic == 0 && s.dialer != nil {
+		// How many partitions to hear from before the start-up wait is
+		// over; without the answer, the wait is the lateness.
+		lctx, cancel := context.WithTimeout(ctx, min(s.cfg.DialTimeout, s.cfg.Lateness))
+		ps, err := s.dialer.LookupPartitions(lctx, "tcp", s.cfg.Brokers[0], s.cfg.Topic)
+		cancel()
+		if err == nil {
+			g.topic = len(ps)
+		} else {
+			s.log.Debug("partitions of the topic not known; the merge waits the lateness at start", "err", err)
+		}
+	}
 	var (
 		evs    []shopguard.Event
 		first  time.Time // when the first event of evs was released
@@ -218,6 +248,7 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 				s.held = &b
 				return stopped()
 			}
+			g.paused(time.Since(now))
 			continue
 		}
 		// Wait for the next message, the batch's linger or the merge's

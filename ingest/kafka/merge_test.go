@@ -24,7 +24,10 @@ type scripted struct {
 	ctx context.Context
 }
 
-func newScripted(t *testing.T, lateness time.Duration) *scripted {
+func newScripted(t *testing.T, lateness time.Duration) *scripted { return newScriptedOut(t, lateness, 100) }
+
+// newScriptedOut is newScripted with out holding outCap batches.
+func newScriptedOut(t *testing.T, lateness time.Duration, outCap int) *scripted {
 	cfg := DefaultConfig
 	cfg.Topic, cfg.Lateness, cfg.BatchSize, cfg.BatchLinger = "admin-audit", lateness, 100, time.Millisecond
 	opts := SourceOptions{}
@@ -32,7 +35,7 @@ func newScripted(t *testing.T, lateness time.Duration) *scripted {
 	s := &Source{cfg: cfg, opts: opts, log: opts.Logger, lagGauges: nil, commitDone: make(chan struct{})}
 	s.acks.init(cfg.Topic)
 	s.merge = newMerger(cfg, opts.Kafka)
-	sc := &scripted{s: s, in: make(chan kafkago.Message, 100), out: make(chan shopguard.Batch, 100)}
+	sc := &scripted{s: s, in: make(chan kafkago.Message, 100), out: make(chan shopguard.Batch, outCap)}
 	s.fetch = func(ctx context.Context) (kafkago.Message, error) {
 		select {
 		case m := <-sc.in:
@@ -140,6 +143,24 @@ func TestMergeStalledPartitionDelaysByLateness(t *testing.T) {
 			require.Less(t, at.Sub(start), c.maxWait)
 		})
 	}
+}
+
+// TestMergeBusyEngineIsNoStall: while the engine does not take a batch,
+// nothing is fetched, and that time does not make the partitions behind
+// stalled.
+func TestMergeBusyEngineIsNoStall(t *testing.T) {
+	const lateness = 300 * time.Millisecond
+	sc := newScriptedOut(t, lateness, 0)
+	sc.s.merge.grace = 0
+	sc.send(0, 0, 50, 1)
+	sc.send(1, 0, 50, 2)
+	time.Sleep(2 * lateness) // the engine is busy: p0-0 waits to be taken
+	ids, _ := sc.ids(t, 1)
+	require.Equal(t, []string{"p0-0"}, ids)
+	sc.send(0, 1, 50, 3)
+	ids, _ = sc.ids(t, 1)
+	require.Equal(t, []string{"p1-0"}, ids, "p0-1 still waits for p1")
+	sc.none(t, lateness/2)
 }
 
 // TestMergeCommitsOnlyWhatWasProcessed: the committable position of a

@@ -86,6 +86,7 @@ type Source struct {
 	cfg       Config
 	r         *kafkago.Reader
 	fetch     func(context.Context) (kafkago.Message, error) // r.FetchMessage, but for tests
+	dialer    *kafkago.Dialer
 	merge     *merger                                        // nil: partitions as fetched
 	opts      SourceOptions
 	log       *slog.Logger
@@ -171,7 +172,7 @@ func NewSource(cfg Config, opts SourceOptions) (*Source, error) {
 		lagGauges:  map[int]prometheus.Gauge{},
 		commitDone: make(chan struct{}),
 	}
-	s.fetch = r.FetchMessage
+	s.fetch, s.dialer = r.FetchMessage, dialer
 	if cfg.Lateness > 0 {
 		s.merge = newMerger(cfg, opts.Kafka)
 	}
