@@ -24,7 +24,9 @@ type scripted struct {
 	ctx context.Context
 }
 
-func newScripted(t *testing.T, lateness time.Duration) *scripted { return newScriptedOut(t, lateness, 100) }
+func newScripted(t *testing.T, lateness time.Duration) *scripted {
+	return newScriptedOut(t, lateness, 100)
+}
 
 // newScriptedOut is newScripted with out holding outCap batches.
 func newScriptedOut(t *testing.T, lateness time.Duration, outCap int) *scripted {

@@ -87,7 +87,7 @@ type Source struct {
 	r         *kafkago.Reader
 	fetch     func(context.Context) (kafkago.Message, error) // r.FetchMessage, but for tests
 	dialer    *kafkago.Dialer
-	merge     *merger                                        // nil: partitions as fetched
+	merge     *merger // nil: partitions as fetched
 	opts      SourceOptions
 	log       *slog.Logger
 
