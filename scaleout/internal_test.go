@@ -102,7 +102,7 @@ func TestScaleOrderReleasesInKeyOrder(t *testing.T) {
 		got = append(got, released...)
 	}
 	require.Equal(t, want, got)
-	require.Empty(t, o.Items)
+	require.Zero(t, o.Len())
 }
 
 func TestScaleOrderFrontier(t *testing.T) {
@@ -166,7 +166,7 @@ func TestTaskStateRoundTrip(t *testing.T) {
 	require.Equal(t, eng, st.engine)
 	require.Equal(t, o.Done, st.order.Done)
 	require.Equal(t, o.Seen, st.order.Seen)
-	require.Equal(t, o.Marks, st.order.Marks)
+	require.Equal(t, o.Marks(), st.order.Marks())
 	require.Equal(t, o.Inputs, st.order.Inputs)
 	k, _ := st.order.Peek()
 	require.Equal(t, scaleKey{T: 100, P: 2, Off: 4}, k)

@@ -18,7 +18,6 @@ type (
 	scaleKey   = order.Key
 	scaleMark  = order.Mark
 	scaleItem  = order.Item[[]byte] // V: the audit event's JSON, as the producer wrote it
-	scaleHeap  = order.Heap[[]byte]
 	scaleOrder = order.Order[[]byte]
 )
 

@@ -69,8 +69,8 @@ func (s *Runtime) runTask(ctx context.Context, gen *kafkago.Generation, stage st
 		}
 		return
 	}
-	t.buffered.Add(float64(len(t.order.Items)))
-	defer func() { t.buffered.Sub(float64(len(t.order.Items))) }()
+	t.buffered.Add(float64(t.order.Len()))
+	defer func() { t.buffered.Sub(float64(t.order.Len())) }()
 	if stage == StageAccount {
 		t.inbox = s.flags.subscribe(t.order.Done)
 		defer s.flags.unsubscribe(t.inbox)
@@ -144,9 +144,9 @@ func (s *Runtime) runTask(ctx context.Context, gen *kafkago.Generation, stage st
 		case <-wake:
 		case <-tick.C:
 			t.snapshot(ctx)
-			if len(t.order.Items) > 0 && t.log.Enabled(ctx, slog.LevelDebug) {
-				t.log.Debug("task waiting", "buffered", len(t.order.Items), "frontier", t.order.Frontier(),
-					"flags_frontier", t.s.flags.frontier(), "marks", t.order.Marks, "next", t.next)
+			if t.order.Len() > 0 && t.log.Enabled(ctx, slog.LevelDebug) {
+				t.log.Debug("task waiting", "buffered", t.order.Len(), "frontier", t.order.Frontier(),
+					"flags_frontier", t.s.flags.frontier(), "marks", t.order.Marks(), "next", t.next)
 			}
 			continue
 		}
@@ -224,14 +224,14 @@ func (t *scaleTask) restore(ctx context.Context) error {
 		t.next, t.order = off, newScaleOrder(s.nInput)
 	}
 	s.opts.Scale.restores.WithLabelValues(t.stage, result).Inc()
-	t.log.Debug("task restored", "result", result, "seq", t.seq, "offset", t.next, "buffered", len(t.order.Items))
+	t.log.Debug("task restored", "result", result, "seq", t.seq, "offset", t.next, "buffered", t.order.Len())
 	return nil
 }
 
 // receive takes a batch of messages of the partition into the order
 // buffer.
 func (t *scaleTask) receive(msgs []kafkago.Message) {
-	before := len(t.order.Items)
+	before := t.order.Len()
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Offset < t.next {
@@ -249,7 +249,7 @@ func (t *scaleTask) receive(msgs []kafkago.Message) {
 			t.order.Mark(k.P, k, idle)
 		}
 	}
-	t.buffered.Add(float64(len(t.order.Items) - before))
+	t.buffered.Add(float64(t.order.Len() - before))
 }
 
 // process hands every event (and, in the account stage, every flag) that
@@ -264,12 +264,12 @@ func (t *scaleTask) process(sinkCtx context.Context) error {
 		}
 	}
 	t.fs, t.flagMsgs = t.fs[:0], t.flagMsgs[:0]
-	before := len(t.order.Items)
+	before := t.order.Len()
 	n := 0
 	for {
 		ek, hasEv := t.order.Peek()
 		// Beyond max_buffered the oldest events go on regardless.
-		forced := hasEv && len(t.order.Items) > t.s.sc.MaxBuffered
+		forced := hasEv && t.order.Len() > t.s.sc.MaxBuffered
 		if len(t.pending) > 0 && (!hasEv || t.pending[0].k.Cmp(ek) <= 0) {
 			// A flag comes first, even on a tie with the failed login
 			// that raised it: in one process it is set while that login
@@ -312,7 +312,7 @@ func (t *scaleTask) process(sinkCtx context.Context) error {
 		if o, ok := t.eng.(Observer); ok && t.stage == StageAccount {
 			o.Observe(n)
 		}
-		t.buffered.Sub(float64(before - len(t.order.Items)))
+		t.buffered.Sub(float64(before - t.order.Len()))
 	}
 	if len(t.fs) > 0 {
 		if err := t.s.opts.Sink.Send(sinkCtx, t.fs...); err != nil {

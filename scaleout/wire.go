@@ -1,7 +1,6 @@
 package scaleout
 
 import (
-	"container/heap"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -249,8 +248,9 @@ func encodeTask(st *taskState) []byte {
 		b = binary.BigEndian.AppendUint32(b, uint32(p))
 		b = binary.BigEndian.AppendUint64(b, uint64(off))
 	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(o.Marks)))
-	for p, m := range o.Marks {
+	marks := o.Marks()
+	b = binary.BigEndian.AppendUint32(b, uint32(len(marks)))
+	for p, m := range marks {
 		b = binary.BigEndian.AppendUint32(b, uint32(p))
 		b = appendKey(b, m.Bound)
 		if m.Idle {
@@ -259,8 +259,9 @@ func encodeTask(st *taskState) []byte {
 			b = append(b, 0)
 		}
 	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(o.Items)))
-	for _, it := range o.Items {
+	items := o.Items()
+	b = binary.BigEndian.AppendUint32(b, uint32(len(items)))
+	for _, it := range items {
 		b = appendKey(b, it.K)
 		b = binary.BigEndian.AppendUint32(b, uint32(len(it.V)))
 		b = append(b, it.V...)
@@ -317,19 +318,19 @@ func decodeTask(b []byte) (*taskState, error) {
 	for range n {
 		p := int32(r.u32())
 		k := r.key()
-		o.Marks[p] = scaleMark{Bound: k, Idle: r.take(1)[0] == 1}
+		o.Mark(p, k, r.take(1)[0] == 1)
 	}
 	n = r.u32()
 	if uint64(n)*(keyLen+4) > uint64(len(r.b)) {
 		return nil, fmt.Errorf("%w: task state truncated", errWire)
 	}
-	o.Items = make(scaleHeap, 0, n)
+	items := make([]scaleItem, 0, n)
 	for range n {
 		k := r.key()
 		raw := r.take(int(r.u32()))
-		o.Items = append(o.Items, scaleItem{K: k, V: raw})
+		items = append(items, scaleItem{K: k, V: raw})
 	}
-	heap.Init(&o.Items)
+	o.Load(items)
 	eng := r.take(int(r.u64()))
 	if r.bad || len(r.b) != 0 {
 		return nil, fmt.Errorf("%w: task state truncated", errWire)

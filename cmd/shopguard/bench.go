@@ -23,6 +23,7 @@ import (
 	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/generate"
 	"github.com/shopguard/shopguard/ingest/geodemo"
+	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
 const benchUsage = `usage: shopguard bench [flags]
@@ -54,6 +55,9 @@ type benchResult struct {
 }
 
 func runBench(ctx context.Context, e env, args []string) int {
+	if len(args) > 1 && args[0] == "child" && args[1] == "broker" {
+		return brokerChild(ctx, e)
+	}
 	if len(args) > 0 && args[0] == "child" {
 		return benchChild(ctx, e, args[1:])
 	}
@@ -63,6 +67,8 @@ func runBench(ctx context.Context, e env, args []string) int {
 		live                 bool
 		liveRate             float64
 		liveSeconds          int
+		liveRounds           int
+		lateness             time.Duration
 		cpuProfile           string
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -74,6 +80,8 @@ func runBench(ctx context.Context, e env, args []string) int {
 	fs.BoolVar(&live, "live", false, "measure the live path through the embedded broker instead (consume rate vs kafka-go, latency)")
 	fs.Float64Var(&liveRate, "live-rate", 20000, "with --live: produce rate for the latency measurement, events/s")
 	fs.IntVar(&liveSeconds, "live-seconds", 10, "with --live: how long the latency measurement produces")
+	fs.IntVar(&liveRounds, "live-rounds", 2, "with --live: alternating pairs of raw and shopguard consumes")
+	fs.DurationVar(&lateness, "lateness", kafka.DefaultConfig.Lateness, "with --live: kafka.lateness of the shopguard consumer (0: partitions as fetched, no merge)")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "with --live: write a CPU profile of the run to this `file`")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
@@ -98,7 +106,10 @@ func runBench(ctx context.Context, e env, args []string) int {
 			fmt.Fprintln(e.stderr, "shopguard bench:", err)
 			return exitRuntime
 		}
-		return benchLive(ctx, e, dir, n, liveRate, liveSeconds)
+		if liveRounds < 1 {
+			return usageError(e, "bench", "--live-rounds: %d is below 1", liveRounds)
+		}
+		return benchLive(ctx, e, dir, n, liveRate, liveSeconds, liveRounds, lateness)
 	}
 	if workload != "realistic" && workload != "distinct" {
 		return usageError(e, "bench", "--workload: %q is not realistic or distinct", workload)

@@ -30,7 +30,7 @@ type merger struct {
 	lateness time.Duration
 	grace    time.Duration // the start-up wait: the lateness
 	max      int
-	o        *order.Order[*shopguard.Event]
+	o        *order.Order[shopguard.Event]
 	parts    map[int]*mergePart
 	start    time.Time // first message; zero before it
 	topic    int       // partitions of the topic, 0 if not known
@@ -50,7 +50,7 @@ type mergePart struct {
 }
 
 func newMerger(cfg Config, m *Metrics) *merger {
-	return &merger{lateness: cfg.Lateness, grace: cfg.Lateness, max: cfg.MaxBuffered, o: order.New[*shopguard.Event](0),
+	return &merger{lateness: cfg.Lateness, grace: cfg.Lateness, max: cfg.MaxBuffered, o: order.New[shopguard.Event](0),
 		parts: map[int]*mergePart{}, m: m}
 }
 
@@ -63,8 +63,8 @@ func (g *merger) part(p int) *mergePart {
 	return mp
 }
 
-// fetched records message m of the partition and, if it is an event, adds
-// it to the order.
+// fetched records message m of the partition and, if it is an event (ev
+// not nil), adds it to the order.
 func (g *merger) fetched(now time.Time, m *kafkago.Message, ev *shopguard.Event) {
 	if g.start.IsZero() {
 		g.start = now
@@ -73,9 +73,8 @@ func (g *merger) fetched(now time.Time, m *kafkago.Message, ev *shopguard.Event)
 	mp.next, mp.hwm, mp.last, mp.stalled = m.Offset+1, m.HighWaterMark, now, false
 	if ev != nil {
 		mp.st = max(mp.st, ev.Time.UnixNano())
-		if g.o.Add(order.Key{T: mp.st, P: int32(m.Partition), Off: m.Offset}, ev) {
+		if g.o.Add(order.Key{T: mp.st, P: int32(m.Partition), Off: m.Offset}, *ev) {
 			mp.offs = append(mp.offs, m.Offset)
-			g.m.buffered.Inc()
 		}
 	}
 	g.o.Mark(int32(m.Partition), order.Key{T: mp.st, P: int32(m.Partition), Off: mp.next}, mp.next >= mp.hwm)
@@ -153,14 +152,14 @@ func (g *merger) release(now time.Time, evs []shopguard.Event, limit int) []shop
 		if g.o.Processed(it.K) {
 			g.m.late.Inc()
 		}
-		g.m.buffered.Dec()
 		mp := g.parts[int(it.K.P)]
 		mp.offs = mp.offs[1:]
 		if len(mp.offs) == 0 {
 			mp.offs = nil // let the backing array go
 		}
-		evs = append(evs, *it.V)
+		evs = append(evs, it.V)
 	}
+	g.m.buffered.Set(float64(g.o.Len()))
 	return evs
 }
 
@@ -200,11 +199,13 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 		}
 	}
 	var (
-		evs    []shopguard.Event
-		first  time.Time // when the first event of evs was released
-		wait   deadlineCtx
-		stalls time.Time // when partitions were last checked for stalls
-		fails  int
+		evs     []shopguard.Event
+		first   time.Time // when the first event of evs was released
+		wait    deadlineCtx
+		stalls  time.Time // when partitions were last checked for stalls
+		wake    time.Time // the merge's next wake-up as of then
+		scratch shopguard.Event
+		fails   int
 	)
 	// batch makes evs one batch with the progress made.
 	batch := func() shopguard.Batch {
@@ -229,9 +230,9 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 	}()
 	for {
 		now := time.Now()
-		if now.Sub(stalls) >= 10*time.Millisecond {
+		if now.Sub(stalls) >= 10*time.Millisecond || wake.IsZero() && g.o.Len() > 0 {
 			g.stall(now)
-			stalls = now
+			stalls, wake = now, g.wake(now)
 		}
 		n := len(evs)
 		if evs == nil {
@@ -257,8 +258,8 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 		if len(evs) > 0 {
 			want = first.Add(s.cfg.BatchLinger)
 		}
-		if w := g.wake(now); !w.IsZero() && (want.IsZero() || w.Before(want)) {
-			want = w
+		if !wake.IsZero() && (want.IsZero() || wake.Before(want)) {
+			want = wake
 		}
 		wait.set(ctx, want)
 		msg, err := s.fetch(wait.ctx)
@@ -266,7 +267,10 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 			fails = 0
 			s.fetchOK.Store(true)
 			s.fetched.Store(true)
-			ev := s.admit(ctx, &msg)
+			ev := &scratch
+			if !s.admit(ctx, &msg, ev) {
+				ev = nil
+			}
 			g.fetched(time.Now(), &msg, ev)
 			if ev == nil && len(evs) == 0 {
 				// Not an event: commit past it once nothing waits before it.
@@ -301,29 +305,29 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 	}
 }
 
-// admit counts m and decodes it: it returns the event, or nil for a
-// message this source already processed (acknowledged again), one the
-// format does not match (counted, skipped) or an invalid one (rejected).
-func (s *Source) admit(ctx context.Context, m *kafkago.Message) *shopguard.Event {
+// admit counts m and decodes it into ev: it reports false for a message
+// this source already processed (acknowledged again), one the format does
+// not match (counted, skipped) or an invalid one (rejected).
+func (s *Source) admit(ctx context.Context, m *kafkago.Message, ev *shopguard.Event) bool {
 	s.opts.Kafka.messages.Inc()
 	if last, ok := s.delivered[m.Partition]; ok && m.Offset <= last {
 		s.opts.Kafka.redelivered.Inc()
-		return nil
+		return false
 	}
 	if s.delivered == nil {
 		s.delivered = map[int]int64{}
 	}
 	s.delivered[m.Partition] = m.Offset
-	ev := &shopguard.Event{}
+	*ev = shopguard.Event{}
 	if err := s.opts.decode(m.Value, ev); err != nil {
 		if errors.Is(err, ingest.ErrUnmatched) {
 			s.opts.Metrics.Unmatched(1)
-			return nil
+			return false
 		}
 		s.reject(ctx, m, err)
-		return nil
+		return false
 	}
-	return ev
+	return true
 }
 
 // deadlineCtx is a context with a deadline that changes, cancelled when it

@@ -13,8 +13,8 @@ package order
 
 import (
 	"cmp"
-	"container/heap"
 	"math"
+	"slices"
 )
 
 // Key places an event in the order.
@@ -71,19 +71,76 @@ type Item[V any] struct {
 	V V
 }
 
-// Heap is a min-heap of items by key (container/heap).
-type Heap[V any] []Item[V]
+// queue is the events of one input partition waiting, in key order: a
+// list of fixed-size blocks, so that a long queue never grows by copying
+// and a drained block is reused.
+type queue[V any] struct {
+	blocks [][]Item[V] // each of blockLen; the first from head, the last up to tail
+	head   int         // index of the oldest item in blocks[0]
+	tail   int         // items in the last block
+	n      int
+	free   [][]Item[V] // drained blocks, cleared
+}
 
-func (h Heap[V]) Len() int           { return len(h) }
-func (h Heap[V]) Less(i, j int) bool { return h[i].K.Cmp(h[j].K) < 0 }
-func (h Heap[V]) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *Heap[V]) Push(x any)        { *h = append(*h, x.(Item[V])) }
-func (h *Heap[V]) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	old[len(old)-1] = Item[V]{}
-	*h = old[:len(old)-1]
+// blockLen is the items per block.
+const blockLen = 256
+
+func (q *queue[V]) len() int { return q.n }
+
+func (q *queue[V]) push(it Item[V]) {
+	if len(q.blocks) == 0 || q.tail == blockLen {
+		var b []Item[V]
+		if n := len(q.free); n > 0 {
+			b, q.free = q.free[n-1], q.free[:n-1]
+		} else {
+			b = make([]Item[V], blockLen)
+		}
+		q.blocks = append(q.blocks, b)
+		q.tail = 0
+	}
+	q.blocks[len(q.blocks)-1][q.tail] = it
+	q.tail++
+	q.n++
+}
+
+func (q *queue[V]) front() *Item[V] { return &q.blocks[0][q.head] }
+
+func (q *queue[V]) pop() Item[V] {
+	b := q.blocks[0]
+	it := b[q.head]
+	b[q.head] = Item[V]{}
+	q.head++
+	q.n--
+	if q.head == blockLen || q.n == 0 {
+		// The first block is drained (or the queue is empty, and with one
+		// block it starts again from its beginning).
+		if len(q.blocks) == 1 {
+			q.tail = 0
+		} else {
+			q.blocks[0] = nil
+			q.blocks = q.blocks[1:]
+			if len(q.free) < 4 {
+				q.free = append(q.free, b)
+			}
+		}
+		q.head = 0
+	}
 	return it
+}
+
+// all appends the waiting items to out.
+func (q *queue[V]) all(out []Item[V]) []Item[V] {
+	for i, b := range q.blocks {
+		from, to := 0, blockLen
+		if i == 0 {
+			from = q.head
+		}
+		if i == len(q.blocks)-1 {
+			to = q.tail
+		}
+		out = append(out, b[from:to]...)
+	}
+	return out
 }
 
 // Order re-sorts events that arrive from many input partitions, each in
@@ -93,8 +150,10 @@ func (h *Heap[V]) Pop() any {
 // drops events received twice (a producer that restarted from its last
 // commit writes again what it wrote after it).
 //
-// Its fields are exported for the checkpoints of its users; it is not safe
-// for concurrent use.
+// Each input partition's events wait in their own queue, which is in key
+// order since they arrive in offset order; a heap of the partitions by
+// their oldest event's key merges the queues, so an event costs a few
+// comparisons however many wait. It is not safe for concurrent use.
 type Order[V any] struct {
 	// Inputs is the partition count of the input topic when it is known:
 	// the frontier is then Min until every partition below it has been
@@ -102,16 +161,30 @@ type Order[V any] struct {
 	// the marked partitions are all there are (one consumer of a group
 	// knows only the partitions it was given).
 	Inputs int
-	Seen   map[int32]int64 // highest input offset received, by input partition
-	Marks  map[int32]Mark  // latest watermark, by input partition
-	Items  Heap[V]
-	Done   Key // key of the last event processed
+	// Seen is the highest input offset received, by input partition.
+	Seen map[int32]int64
+	// Done is the key of the last event processed.
+	Done Key
+
+	marks  []Mark // latest watermark, by input partition
+	heard  []bool // marks[p] holds one
+	queues []queue[V]
+	heads  []int32 // partitions with waiting events, a min-heap by their oldest event's key
+	n      int
 }
 
 // New returns an empty Order for an input topic of inputs partitions (0:
 // unknown, see Order.Inputs).
 func New[V any](inputs int) *Order[V] {
-	return &Order[V]{Inputs: inputs, Seen: map[int32]int64{}, Marks: map[int32]Mark{}, Done: Min}
+	return &Order[V]{Inputs: inputs, Seen: map[int32]int64{}, Done: Min}
+}
+
+func (o *Order[V]) grow(p int32) {
+	for int(p) >= len(o.queues) {
+		o.queues = append(o.queues, queue[V]{})
+		o.marks = append(o.marks, Mark{})
+		o.heard = append(o.heard, false)
+	}
 }
 
 // Add takes a received event. It reports false for a duplicate, which it
@@ -121,8 +194,38 @@ func (o *Order[V]) Add(k Key, v V) bool {
 		return false
 	}
 	o.Seen[k.P] = k.Off
-	heap.Push(&o.Items, Item[V]{K: k, V: v})
+	o.add(Item[V]{K: k, V: v})
 	return true
+}
+
+func (o *Order[V]) add(it Item[V]) {
+	o.grow(it.K.P)
+	q := &o.queues[it.K.P]
+	q.push(it)
+	o.n++
+	if q.len() == 1 {
+		o.heads = append(o.heads, it.K.P)
+		o.up(len(o.heads) - 1)
+	}
+}
+
+// Load puts back events a checkpoint held (Items), in any order, without
+// checking Seen.
+func (o *Order[V]) Load(items []Item[V]) {
+	slices.SortFunc(items, func(a, b Item[V]) int { return a.K.Cmp(b.K) })
+	for _, it := range items {
+		o.add(it)
+	}
+}
+
+// Items returns the waiting events, partition by partition, for a
+// checkpoint.
+func (o *Order[V]) Items() []Item[V] {
+	out := make([]Item[V], 0, o.n)
+	for i := range o.queues {
+		out = o.queues[i].all(out)
+	}
+	return out
 }
 
 // Mark takes a watermark of input partition p. Bounds only grow: a
@@ -130,56 +233,108 @@ func (o *Order[V]) Add(k Key, v V) bool {
 // bound, but what was promised before still holds for what it writes anew
 // (its duplicates are dropped). idle is the latest watermark's.
 func (o *Order[V]) Mark(p int32, bound Key, idle bool) {
-	m, ok := o.Marks[p]
-	if !ok || bound.Cmp(m.Bound) > 0 {
+	o.grow(p)
+	m := &o.marks[p]
+	if !o.heard[p] || bound.Cmp(m.Bound) > 0 {
 		m.Bound = bound
 	}
-	m.Idle = idle
-	o.Marks[p] = m
+	m.Idle, o.heard[p] = idle, true
 	if o.Inputs > 0 && int(p) >= o.Inputs {
 		o.Inputs = int(p) + 1 // partitions were added to the input topic
 	}
+}
+
+// Marks returns the latest watermark of every partition heard from.
+func (o *Order[V]) Marks() map[int32]Mark {
+	out := map[int32]Mark{}
+	for p, ok := range o.heard {
+		if ok {
+			out[int32(p)] = o.marks[p]
+		}
+	}
+	return out
 }
 
 // Frontier returns the key below which every event has been received: Min
 // while some input partition has not been heard from, and Max when every
 // input partition is idle.
 func (o *Order[V]) Frontier() Key {
-	f := Max
-	if o.Inputs == 0 {
-		for _, m := range o.Marks {
-			if !m.Idle {
-				f = MinKey(f, m.Bound)
-			}
-		}
-		return f
+	if len(o.heard) < o.Inputs {
+		return Min
 	}
-	for p := range o.Inputs {
-		m, ok := o.Marks[int32(p)]
+	f := Max
+	for p, ok := range o.heard {
 		if !ok {
-			return Min
+			if p < o.Inputs {
+				return Min
+			}
+			continue
 		}
-		if !m.Idle {
-			f = MinKey(f, m.Bound)
+		if m := &o.marks[p]; !m.Idle && m.Bound.Cmp(f) < 0 {
+			f = m.Bound
 		}
 	}
 	return f
 }
 
 // Len returns how many events wait.
-func (o *Order[V]) Len() int { return len(o.Items) }
+func (o *Order[V]) Len() int { return o.n }
 
 // Peek returns the smallest waiting event's key.
 func (o *Order[V]) Peek() (Key, bool) {
-	if len(o.Items) == 0 {
+	if len(o.heads) == 0 {
 		return Key{}, false
 	}
-	return o.Items[0].K, true
+	return o.queues[o.heads[0]].front().K, true
 }
 
 // Pop removes and returns the smallest waiting event.
 func (o *Order[V]) Pop() Item[V] {
-	return heap.Pop(&o.Items).(Item[V])
+	q := &o.queues[o.heads[0]]
+	it := q.pop()
+	o.n--
+	if q.len() == 0 {
+		last := len(o.heads) - 1
+		o.heads[0] = o.heads[last]
+		o.heads = o.heads[:last]
+	}
+	if len(o.heads) > 0 {
+		o.down(0)
+	}
+	return it
+}
+
+func (o *Order[V]) less(i, j int) bool {
+	return o.queues[o.heads[i]].front().K.Cmp(o.queues[o.heads[j]].front().K) < 0
+}
+
+func (o *Order[V]) up(j int) {
+	for j > 0 {
+		i := (j - 1) / 2
+		if !o.less(j, i) {
+			break
+		}
+		o.heads[i], o.heads[j] = o.heads[j], o.heads[i]
+		j = i
+	}
+}
+
+func (o *Order[V]) down(i int) {
+	n := len(o.heads)
+	for {
+		j := 2*i + 1
+		if j >= n {
+			return
+		}
+		if r := j + 1; r < n && o.less(r, j) {
+			j = r
+		}
+		if !o.less(j, i) {
+			return
+		}
+		o.heads[i], o.heads[j] = o.heads[j], o.heads[i]
+		i = j
+	}
 }
 
 // Processed records that the event with key k was processed and reports

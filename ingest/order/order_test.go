@@ -1,0 +1,91 @@
+package order
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestOrderMergesQueues: events of several partitions, each in offset order
+// but with stream times that jump, added in a random interleaving across
+// block boundaries, come out in key order once every partition is idle;
+// Items and Load carry what waits into a new Order unchanged.
+func TestOrderMergesQueues(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	const parts, per = 5, 3*blockLen + 17
+	var want []Key
+	next := make([]int, parts)
+	st := make([]int64, parts)
+	o := New[int](parts)
+	for p := range parts {
+		o.Mark(int32(p), Key{T: 0, P: int32(p)}, false)
+	}
+	for added := 0; added < parts*per; {
+		p := rng.IntN(parts)
+		if next[p] == per {
+			continue
+		}
+		st[p] += int64(rng.IntN(3)) // ties in stream time too
+		k := Key{T: st[p], P: int32(p), Off: int64(next[p])}
+		require.True(t, o.Add(k, int(k.Off)))
+		require.False(t, o.Add(k, 0), "a duplicate is dropped")
+		want = append(want, k)
+		next[p]++
+		added++
+		if added == parts*per/2 { // a checkpoint halfway
+			c := New[int](parts)
+			for p, m := range o.Marks() {
+				c.Mark(p, m.Bound, m.Idle)
+			}
+			maps := o.Seen
+			c.Seen = maps
+			c.Load(o.Items())
+			require.Equal(t, o.Len(), c.Len())
+			o = c
+		}
+	}
+	require.Equal(t, Key{T: 0, P: 0}, o.Frontier(), "no partition promised more than stream time 0")
+	for p := range parts {
+		o.Mark(int32(p), Max, true)
+	}
+	require.Equal(t, Max, o.Frontier())
+	slices.SortFunc(want, Key.Cmp)
+	var got []Key
+	for o.Len() > 0 {
+		k, _ := o.Peek()
+		it := o.Pop()
+		require.Equal(t, k, it.K)
+		require.Equal(t, int(it.K.Off), it.V)
+		require.False(t, o.Processed(it.K))
+		got = append(got, it.K)
+	}
+	require.Equal(t, want, got)
+	_, ok := o.Peek()
+	require.False(t, ok)
+	require.True(t, o.Processed(Key{T: -1}), "late")
+}
+
+// TestOrderFrontierUnknownInputs: with Inputs 0 the marked partitions are
+// all there are; with Inputs set, every partition below it must be heard
+// from.
+func TestOrderFrontierUnknownInputs(t *testing.T) {
+	o := New[int](0)
+	require.Equal(t, Max, o.Frontier())
+	o.Mark(4, Key{T: 9, P: 4}, false)
+	o.Mark(2, Key{T: 7, P: 2}, false)
+	require.Equal(t, Key{T: 7, P: 2}, o.Frontier())
+	o.Mark(2, Key{T: 5, P: 2}, true)
+	require.Equal(t, Key{T: 9, P: 4}, o.Frontier(), "idle holds nothing back; bounds never go back")
+	require.Equal(t, Key{T: 7, P: 2}, o.Marks()[2].Bound)
+
+	k := New[int](3)
+	k.Mark(0, Key{T: 1}, false)
+	k.Mark(2, Key{T: 1, P: 2}, false)
+	require.Equal(t, Min, k.Frontier(), "partition 1 not heard from")
+	k.Mark(1, Key{T: 3, P: 1}, false)
+	require.Equal(t, Key{T: 1}, k.Frontier())
+	k.Mark(3, Key{T: 0, P: 3}, false)
+	require.Equal(t, 4, k.Inputs, "a partition was added")
+}
