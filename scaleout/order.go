@@ -16,7 +16,6 @@ import "github.com/shopguard/shopguard/ingest/order"
 // it.
 type (
 	scaleKey   = order.Key
-	scaleMark  = order.Mark
 	scaleItem  = order.Item[[]byte] // V: the audit event's JSON, as the producer wrote it
 	scaleOrder = order.Order[[]byte]
 )
