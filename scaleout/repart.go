@@ -132,20 +132,35 @@ func (s *Runtime) repartition(ctx context.Context, gen *kafkago.Generation, part
 			s.opts.Kafka.Message()
 			evs = append(evs, shopguard.Event{})
 			ev := &evs[len(evs)-1]
-			if err := ingest.Decode(m.Value, ev); err != nil {
-				evs = evs[:len(evs)-1]
-				s.reject(ctx, m, err)
-				continue
+			value := m.Value
+			if s.opts.Decode == nil {
+				if err := ingest.Decode(value, ev); err != nil {
+					evs = evs[:len(evs)-1]
+					s.reject(ctx, m, err)
+					continue
+				}
+			} else {
+				if err := s.opts.Decode(value, ev); err != nil {
+					evs = evs[:len(evs)-1]
+					if errors.Is(err, ingest.ErrUnmatched) {
+						s.opts.Metrics.Unmatched(1)
+					} else {
+						s.reject(ctx, m, err)
+					}
+					continue
+				}
+				// The stages read the native format.
+				value = ingest.AppendJSON(nil, ev)
 			}
 			st = max(st, ev.Time.UnixNano())
 			h := []kafkago.Header{eventHeader(scaleKey{T: st, P: int32(part), Off: m.Offset})}
 			key := make([]byte, 0, len(ev.ShopID)+1+len(ev.Actor))
 			key = append(append(append(key, ev.ShopID...), 0), ev.Actor...)
-			out = append(out, kafkago.Message{Topic: s.names.ByAccount, Key: key, Value: m.Value, Headers: h,
+			out = append(out, kafkago.Message{Topic: s.names.ByAccount, Key: key, Value: value, Headers: h,
 				Time: m.Time, WriterData: partitionOf(key, s.nAccount)})
 			if ev.Action == shopguard.ActionLoginFailure {
 				sk := s.sourceKey(ev.IP)
-				out = append(out, kafkago.Message{Topic: s.names.BySource, Key: sk, Value: m.Value, Headers: h,
+				out = append(out, kafkago.Message{Topic: s.names.BySource, Key: sk, Value: value, Headers: h,
 					Time: m.Time, WriterData: partitionOf(sk, s.nSource)})
 			}
 		}

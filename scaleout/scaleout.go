@@ -87,6 +87,10 @@ type Options struct {
 	Metrics *ingest.Metrics
 	Kafka   *kafka.Metrics
 	Scale   *Metrics
+	// Decode decodes the audit topic's messages (ingest.NewDecoder, SPEC
+	// §7; nil: the native format). Events of another format travel the
+	// internal topics re-encoded in the native one.
+	Decode ingest.DecodeFunc
 	// Rejects handles audit messages that are not valid events (nil: a
 	// Rejects with Metrics and Logger).
 	Rejects *ingest.Rejects

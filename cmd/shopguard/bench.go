@@ -198,7 +198,7 @@ func writeBenchFile(path, workload string, n int64) error {
 			return err
 		}
 		for g.Next(&ev) {
-			buf = append(generate.AppendJSON(buf[:0], &ev), '\n')
+			buf = append(ingest.AppendJSON(buf[:0], &ev), '\n')
 			if _, err := w.Write(buf); err != nil {
 				return err
 			}
@@ -214,7 +214,7 @@ func writeBenchFile(path, workload string, n int64) error {
 			if i%2 == 0 {
 				ev.Action = shopguard.ActionLoginFailure
 			}
-			buf = append(generate.AppendJSON(buf[:0], &ev), '\n')
+			buf = append(ingest.AppendJSON(buf[:0], &ev), '\n')
 			if _, err := w.Write(buf); err != nil {
 				return err
 			}

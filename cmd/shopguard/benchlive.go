@@ -171,7 +171,7 @@ func benchLive(ctx context.Context, e env, dir string, n int, rate float64, seco
 	if err != nil {
 		return fail(err)
 	}
-	p, err := kafka.NewProducer(rig.kafka("bench-audit", ""), generate.AppendJSON)
+	p, err := kafka.NewProducer(rig.kafka("bench-audit", ""), ingest.AppendJSON)
 	if err != nil {
 		return fail(err)
 	}
@@ -225,7 +225,7 @@ func benchLive(ctx context.Context, e env, dir string, n int, rate float64, seco
 	if err != nil {
 		return fail(err)
 	}
-	p, err = kafka.NewProducer(rig.kafka("bench-latency", ""), generate.AppendJSON)
+	p, err = kafka.NewProducer(rig.kafka("bench-latency", ""), ingest.AppendJSON)
 	if err != nil {
 		return fail(err)
 	}

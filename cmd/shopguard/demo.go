@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shopguard/shopguard/alert"
+	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/broker"
 	"github.com/shopguard/shopguard/ingest/generate"
 	"github.com/shopguard/shopguard/ingest/kafka"
@@ -153,7 +154,7 @@ func runDemo(ctx context.Context, e env, args []string) int {
 			return usageError(e, "demo", "%v", err)
 		}
 		kc := cfg.Kafka
-		p, err := kafka.NewProducer(kc, generate.AppendJSON)
+		p, err := kafka.NewProducer(kc, ingest.AppendJSON)
 		if err != nil {
 			fmt.Fprintln(e.stderr, "shopguard demo:", err)
 			return exitRuntime

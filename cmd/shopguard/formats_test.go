@@ -242,3 +242,39 @@ func TestFormatKafkaRange(t *testing.T) {
 		})
 	}
 }
+
+// TestFormatRunScaleOut runs the chain in the ECS format through `run` with
+// scale_out enabled on three partitions: the repartitioner decodes with
+// the configured format and the stages read the events re-encoded in the
+// native one, so the findings are the native replay's.
+func TestFormatRunScaleOut(t *testing.T) {
+	native := filepath.Join("..", "..", "detect", "testdata", "leaked-list-chain", "events.jsonl")
+	want := e2eReplay(t, native)
+	evs := readNative(t, native)
+	c := kafkatest.New(t, map[string]int32{e2eAuditTopic: 3, e2eFindingsTopic: 1, e2eDLQTopic: 1})
+	var lines []string
+	for _, ev := range evs {
+		lines = append(lines, formatWriters["ecs"].write(ev))
+	}
+	c.ProduceLines(t, e2eAuditTopic, 3, lines...)
+
+	dir := t.TempDir()
+	rc := e2eRunConfig{brokers: c.Addrs()[0], listen: e2eFreeAddr(t), geoip: e2eGeoDB(t, dir), findings: filepath.Join(dir, "findings.jsonl")}
+	config := rc.write(t)
+	f, err := os.OpenFile(config, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("scale_out: {enabled: true, idle_timeout: 200ms, snapshot_interval: 300ms}\ninput:\n  format: ecs\n  actions: {admin_customers_export: customers.export}\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	r := e2eStartRun(t, config, rc.listen)
+	require.Eventually(t, func() bool {
+		got, _ := e2eTopicFindings(t, c)
+		return len(got) >= len(want)
+	}, 60*time.Second, 100*time.Millisecond, "findings never complete; stderr:\n%s", r.stderr.tail())
+	require.Equal(t, 0, r.stop(), r.stderr.tail())
+	got, _ := e2eTopicFindings(t, c)
+	require.Equal(t, e2eIDs(want), e2eIDs(got))
+	for id, f := range want {
+		require.Equal(t, f, got[id])
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/generate"
 	"github.com/shopguard/shopguard/ingest/kafka"
 )
@@ -78,7 +79,7 @@ func runGenerate(ctx context.Context, e env, args []string) int {
 	if brokers != "" {
 		kc := kafka.DefaultConfig
 		kc.Brokers, kc.Topic = strings.Split(brokers, ","), topic
-		p, err := kafka.NewProducer(kc, generate.AppendJSON)
+		p, err := kafka.NewProducer(kc, ingest.AppendJSON)
 		if err != nil {
 			return usageError(e, "generate", "%v", err)
 		}
@@ -94,7 +95,7 @@ func runGenerate(ctx context.Context, e env, args []string) int {
 		var ev shopguard.Event
 		var buf []byte
 		for g.Next(&ev) {
-			buf = append(generate.AppendJSON(buf[:0], &ev), '\n')
+			buf = append(ingest.AppendJSON(buf[:0], &ev), '\n')
 			if _, err := w.Write(buf); err != nil {
 				fmt.Fprintln(e.stderr, "shopguard generate:", err)
 				return exitRuntime

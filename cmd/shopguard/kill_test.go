@@ -22,7 +22,7 @@ import (
 
 	"github.com/shopguard/shopguard"
 	"github.com/shopguard/shopguard/detect"
-	"github.com/shopguard/shopguard/ingest/generate"
+	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/geodemo"
 	"github.com/shopguard/shopguard/ingest/kafkatest"
 )
@@ -143,7 +143,7 @@ func ktReplay(t *testing.T, s *ltScenario, evs []shopguard.Event) map[string]sho
 	t.Helper()
 	var buf bytes.Buffer
 	for i := range evs {
-		buf.Write(append(generate.AppendJSON(nil, &evs[i]), '\n'))
+		buf.Write(append(ingest.AppendJSON(nil, &evs[i]), '\n'))
 	}
 	in := filepath.Join(t.TempDir(), "events.jsonl")
 	require.NoError(t, os.WriteFile(in, buf.Bytes(), 0o644))

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/generate"
 	"github.com/shopguard/shopguard/ingest/geodemo"
 	"github.com/shopguard/shopguard/ingest/kafkatest"
@@ -43,7 +44,7 @@ func ltNewScenario(t *testing.T, n int64) *ltScenario {
 	var ev shopguard.Event
 	for g.Next(&ev) {
 		s.evs = append(s.evs, ev)
-		buf.Write(append(generate.AppendJSON(nil, &ev), '\n'))
+		buf.Write(append(ingest.AppendJSON(nil, &ev), '\n'))
 	}
 	require.NoError(t, os.WriteFile(s.events, buf.Bytes(), 0o644))
 	return s

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/shopguard/shopguard/detect"
+	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/scaleout"
 )
 
@@ -98,6 +99,14 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 		}
 	}
 
+	var decode ingest.DecodeFunc // nil: the native format, read as it is
+	if f := cfg.Input.Format; f != "" && f != ingest.FormatShopguard {
+		d, err := ingest.NewDecoder(cfg.Input)
+		if err != nil {
+			return usageErr{err}
+		}
+		decode = d
+	}
 	p, err := l.plumb(cfg)
 	if err != nil {
 		return err
@@ -112,6 +121,7 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 		Metrics:        im,
 		Kafka:          km,
 		Scale:          scaleout.NewMetrics(l.reg),
+		Decode:         decode,
 		Rejects:        rejects,
 		Logger:         l.log,
 		ShutdownBudget: shutdownBudget,

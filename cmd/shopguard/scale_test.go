@@ -27,6 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/generate"
 	"github.com/shopguard/shopguard/ingest/geodemo"
 	"github.com/shopguard/shopguard/ingest/kafkatest"
@@ -78,7 +79,7 @@ func scNewScenario(t *testing.T, n int64) *scScenario {
 		}
 		last = ev.Time
 		s.evs = append(s.evs, ev)
-		buf.Write(append(generate.AppendJSON(nil, &ev), '\n'))
+		buf.Write(append(ingest.AppendJSON(nil, &ev), '\n'))
 	}
 	require.NoError(t, os.WriteFile(s.events, buf.Bytes(), 0o644))
 

@@ -29,6 +29,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/generate"
 	"github.com/shopguard/shopguard/ingest/geodemo"
 	"github.com/shopguard/shopguard/ingest/kafkatest"
@@ -112,7 +113,7 @@ func e2eWriteEvents(t *testing.T, dir, name string, evs []shopguard.Event) strin
 	t.Helper()
 	var buf bytes.Buffer
 	for i := range evs {
-		buf.Write(append(generate.AppendJSON(nil, &evs[i]), '\n'))
+		buf.Write(append(ingest.AppendJSON(nil, &evs[i]), '\n'))
 	}
 	path := filepath.Join(dir, name)
 	require.NoError(t, os.WriteFile(path, buf.Bytes(), 0o644))

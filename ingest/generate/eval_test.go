@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest"
 )
 
 func at(d time.Duration) time.Time { return time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC).Add(d) }
@@ -172,14 +173,14 @@ func TestAppendJSON(t *testing.T) {
 		UserAgent: "São Paulo <ua>",
 		Records:   0,
 	}
-	got := string(AppendJSON(nil, &ev))
+	got := string(ingest.AppendJSON(nil, &ev))
 	require.Equal(t, `{"time":"2026-01-05T09:30:00.12Z","shop_id":"shop-1","actor":"a\"b\\c\n\u0001é\ufffd@x",`+
 		`"action":"customers.export","ip":"2a02:6b8:1:2::77","user_agent":"São Paulo <ua>","records":0}`, got)
 
 	ev = shopguard.Event{Time: at(0), ShopID: "s", Actor: "a", Action: shopguard.ActionLoginFailure,
 		IP: mustAddr("45.95.147.3"), Reason: "bad_password", SessionID: "x", Resource: "r", ID: "g1-1"}
 	require.Equal(t, `{"time":"2026-01-05T09:00:00Z","shop_id":"s","actor":"a","action":"login.failure","ip":"45.95.147.3",`+
-		`"session_id":"x","reason":"bad_password","resource":"r","id":"g1-1"}`, string(AppendJSON(nil, &ev)))
+		`"session_id":"x","reason":"bad_password","resource":"r","id":"g1-1"}`, string(ingest.AppendJSON(nil, &ev)))
 }
 
 // failingWriter accepts n writes, then fails.

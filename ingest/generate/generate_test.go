@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest"
 )
 
 // attackHeavy is a config with many attacks of every kind in few events,
@@ -103,7 +104,7 @@ func TestEventsValidAndOrdered(t *testing.T) {
 			continue
 		}
 		// The wire form decodes back to the same fields.
-		buf = AppendJSON(buf[:0], ev)
+		buf = ingest.AppendJSON(buf[:0], ev)
 		var m map[string]any
 		require.NoError(t, json.Unmarshal(buf, &m), string(buf))
 		tm, err := time.Parse(time.RFC3339Nano, m["time"].(string))

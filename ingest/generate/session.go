@@ -255,8 +255,9 @@ func containsBefore(s []int32, i int, w int32) bool {
 	return false
 }
 
-// sessionID returns a fresh random session id.
+// sessionID returns a fresh random session id: "sess_" and 16 hex digits.
 func (g *Generator) sessionID() string {
+	const hexDigits = "0123456789abcdef"
 	var b [21]byte
 	copy(b[:], "sess_")
 	x := g.rng.Uint64()
