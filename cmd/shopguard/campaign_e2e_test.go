@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -89,4 +90,41 @@ func TestCampaignGenerated(t *testing.T) {
 	require.Positive(t, rot48)
 	require.Equal(t, rot48, rot48Found, "every /48 rotation is named by its /48")
 	require.Equal(t, logins, loginsFound, "every login of a list wave is a takeover of the wave")
+}
+
+// TestE2ERunCampaignsMatchReplay is the live path of the campaign rules:
+// the generator's campaigns (list waves, an unknown-user spray, /48
+// rotations) over 40 hours of events, produced to six partitions keyed by
+// account and read by `shopguard run`, give exactly the file replay's
+// findings, stuffing_wave and its wave-aware takeovers included.
+func TestE2ERunCampaignsMatchReplay(t *testing.T) {
+	cfg := generate.DefaultConfig
+	cfg.Seed, cfg.Shops, cfg.EventsPerSecond, cfg.AttackRate = 5, 400, 1, 2
+	cfg.Events = 150_000
+	cfg.Mix = generate.AttackMix{Stuffing: 3, BruteForce: 3, ListWave: 0.5, UnknownSpray: 0.5, RotationV6W: 1}
+	g, err := generate.New(cfg)
+	require.NoError(t, err)
+	evs := make([]shopguard.Event, 0, cfg.Events)
+	var ev shopguard.Event
+	for g.Next(&ev) {
+		evs = append(evs, ev)
+	}
+	dir := t.TempDir()
+	want := e2eReplay(t, e2eWriteEvents(t, dir, "events.jsonl", evs))
+	byRule := map[string]int{}
+	for _, f := range want {
+		byRule[f.Rule]++
+	}
+	require.Positive(t, byRule[shopguard.RuleStuffingWave], "the stream has waves: %v", byRule)
+
+	c := e2eCluster(t)
+	c.ProduceEvents(t, e2eAuditTopic, evs...)
+	rc := e2eRunConfig{brokers: c.Addrs()[0], listen: e2eFreeAddr(t), geoip: e2eGeoDB(t, dir), findings: filepath.Join(dir, "findings.jsonl")}
+	r := e2eStartRun(t, rc.write(t), rc.listen)
+	e2eWaitCommitted(t, c, int64(len(evs)), r.stderr)
+	require.Equal(t, 0, r.stop(), r.stderr.tail())
+	got, n := e2eTopicFindings(t, c)
+	require.Equal(t, len(want), n, "no finding was sent twice")
+	e2eRequireSameFindings(t, want, got)
+	t.Logf("%d findings, as the replay: %v", len(want), byRule)
 }
