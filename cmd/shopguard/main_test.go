@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,12 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/shopguard/shopguard"
-	"github.com/shopguard/shopguard/ingest/generate"
 )
 
 // TestE2EExitStatuses runs every subcommand with the usage and
@@ -329,49 +326,22 @@ func TestE2EEvalGeneratedDay(t *testing.T) {
 		if rule == shopguard.RuleStuffingWave {
 			// The campaign attacks are off by default (generate
 			// --campaigns; TestCampaignGenerated scores them), so no
-			// label expects a wave; checked below instead.
+			// label expects a wave. Waves on the default mix are real:
+			// after the warm-up, several stuffing campaigns and rotations
+			// within an hour make more than 50 accounts fail
+			// platform-wide, and eval matches each wave so explained
+			// (never benign traffic alone).
+			require.NotEqual(t, "0", row[0], "four days of the default mix have waves")
+			require.Equal(t, "100.0%", row[3], "every wave is explained by the hour's episodes")
+			require.Equal(t, "0", row[4], "no label expects a wave")
 			continue
 		}
 		labelled, err := strconv.Atoi(row[4])
 		require.NoError(t, err)
 		require.Positive(t, labelled, "the day has %s attacks", rule)
-		if rule == "all" {
-			// Every false positive is a wave.
-			require.Equal(t, rows[shopguard.RuleStuffingWave][0], row[2], "false positives of all")
-		} else {
-			require.Equal(t, "100.0%", row[3], "precision of %s", rule)
-		}
+		require.Equal(t, "100.0%", row[3], "precision of %s", rule)
 		require.Equal(t, "100.0%", row[7], "recall of %s", rule)
 	}
-
-	// Waves on the default mix are real: after the warm-up, several
-	// stuffing campaigns and rotations within an hour make more than 50
-	// accounts fail platform-wide. Each wave must be explained so: the
-	// episodes running in its hour tried at least the 50-account floor,
-	// never benign traffic alone.
-	day, err := os.ReadFile(findings)
-	require.NoError(t, err)
-	lb, err := os.ReadFile(labels)
-	require.NoError(t, err)
-	ls, err := generate.ReadLabels(bytes.NewReader(lb))
-	require.NoError(t, err)
-	waves := 0
-	for line := range strings.SplitSeq(strings.TrimSpace(string(day)), "\n") {
-		var f shopguard.Finding
-		require.NoError(t, json.Unmarshal([]byte(line), &f))
-		if f.Rule != shopguard.RuleStuffingWave {
-			continue
-		}
-		waves++
-		tried := 0
-		for _, l := range ls {
-			if !l.Start.After(f.Time) && !l.End.Before(f.Time.Add(-time.Hour)) {
-				tried += l.Targets
-			}
-		}
-		require.GreaterOrEqual(t, tried, 50, "wave at %s: the hour's episodes tried %d accounts", f.Time, tried)
-	}
-	require.Positive(t, waves, "four days of the default mix have waves")
 
 	code, _, errs = e2eMain(t, "", "replay", "--geoip", "demo", "--out", findings, events)
 	require.Equal(t, 0, code, errs)

@@ -70,6 +70,13 @@ func ratio(a, b int) float64 {
 //     (shop_id + actor) is the label's own (ShopID, Actor) or one of its
 //     Accounts.
 //
+// A stuffing_wave finding that no label expecting a wave matches is still
+// explained, and matched, when the episodes running in the hour before it
+// tried at least WaveAccounts accounts between them: several stuffing
+// campaigns at once are a wave too, though no single one is labelled as
+// one. It counts towards precision only; recall counts labels expecting
+// the rule.
+//
 // A finding matching several labels counts once. Precision per rule is
 // matched findings over findings; recall is labels with at least one
 // matching finding over labels expecting the rule.
@@ -111,7 +118,9 @@ func Evaluate(labels []Label, findings []shopguard.Finding) Report {
 			s.Matched++
 		}
 		for _, li := range hits {
-			detected[ref{rule: f.Rule, label: li}] = true
+			if slices.Contains(labels[li].Rules, f.Rule) {
+				detected[ref{rule: f.Rule, label: li}] = true
+			}
 		}
 	}
 	for k := range detected {
@@ -190,14 +199,33 @@ func (m *matcher) match(dst []int, f *shopguard.Finding) []int {
 	} else {
 		cands = m.byAccount[shopguard.Account{ShopID: f.ShopID, Actor: f.Actor}]
 	}
+	from := len(dst)
 	for _, li := range cands {
 		l := &m.labels[li]
 		if slices.Contains(l.Rules, f.Rule) && !f.Time.Before(l.Start) && !f.Time.After(l.End.Add(MatchSlack)) {
 			dst = append(dst, li)
 		}
 	}
+	if f.Rule == shopguard.RuleStuffingWave && len(dst) == from {
+		// Explained by the hour's episodes together, or not at all.
+		tried := 0
+		for li := range m.labels {
+			if l := &m.labels[li]; !l.Start.After(f.Time) && !l.End.Before(f.Time.Add(-time.Hour)) && l.Targets > 0 {
+				tried += l.Targets
+				dst = append(dst, li)
+			}
+		}
+		if tried < WaveAccounts {
+			dst = dst[:from]
+		}
+	}
 	return dst
 }
+
+// WaveAccounts is the accounts an hour's episodes must have tried between
+// them to explain a stuffing_wave no label expects: the wave's floor,
+// detect's stuffing_wave.min_accounts default.
+const WaveAccounts = 50
 
 // parsePrefix reads an address ("45.95.147.3") or a CIDR block
 // ("45.95.147.0/24") as a prefix; an address is a full-length prefix.

@@ -214,3 +214,36 @@ func TestWriteJSONLStopsOnWriteError(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestEvaluateExplainedWave: a wave no label expects is matched when the
+// episodes running in the hour before it tried 50 accounts between them,
+// not 49, and it never counts towards recall.
+func TestEvaluateExplainedWave(t *testing.T) {
+	t0 := time.Date(2026, 1, 7, 9, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		targets [2]int
+		matched int
+	}{{[2]int{30, 19}, 0}, {[2]int{30, 20}, 1}} {
+		labels := []Label{
+			{ID: "a", Attack: AttackStuffing, Rules: []string{shopguard.RuleCredentialStuffing}, Sources: []string{"192.0.2.1"},
+				Targets: c.targets[0], Start: t0, End: t0.Add(10 * time.Minute)},
+			{ID: "b", Attack: AttackStuffing, Rules: []string{shopguard.RuleCredentialStuffing}, Sources: []string{"192.0.2.2"},
+				Targets: c.targets[1], Start: t0.Add(20 * time.Minute), End: t0.Add(30 * time.Minute)},
+			// Ended more than an hour before the wave: not its episode.
+			{ID: "c", Attack: AttackStuffing, Rules: []string{shopguard.RuleCredentialStuffing}, Sources: []string{"192.0.2.3"},
+				Targets: 500, Start: t0.Add(-3 * time.Hour), End: t0.Add(-2 * time.Hour)},
+		}
+		f := shopguard.Finding{ID: "w", Rule: shopguard.RuleStuffingWave, Time: t0.Add(40 * time.Minute)}
+		r := Evaluate(labels, []shopguard.Finding{f})
+		for _, s := range r.Rules {
+			switch s.Rule {
+			case shopguard.RuleStuffingWave:
+				require.Equal(t, 1, s.Findings)
+				require.Equal(t, c.matched, s.Matched, "tried %v", c.targets)
+				require.Zero(t, s.Detected, "no label expects a wave")
+			case shopguard.RuleCredentialStuffing:
+				require.Zero(t, s.Detected)
+			}
+		}
+	}
+}
