@@ -12,6 +12,21 @@ import (
 	"github.com/shopguard/shopguard/ingest/generate"
 )
 
+// campaignStream is the generator of the campaign tests: about 40 h of
+// events, a campaign episode every few hours, waves rare enough that the
+// ones of the warm-up day (which are not judged, and so teach the baseline
+// in full) leave it well below the later ones.
+func campaignStream(t *testing.T) (generate.Config, *generate.Generator) {
+	t.Helper()
+	cfg := generate.DefaultConfig
+	cfg.Seed, cfg.Shops, cfg.EventsPerSecond, cfg.AttackRate = 5, 400, 1, 2
+	cfg.Events = 150_000
+	cfg.Mix = generate.AttackMix{Stuffing: 3, BruteForce: 3, ListWave: 0.5, UnknownSpray: 0.5, RotationV6W: 1}
+	g, err := generate.New(cfg)
+	require.NoError(t, err)
+	return cfg, g
+}
+
 // TestCampaignGenerated runs the generator's campaign attacks (a list
 // wave, an unknown-user spray, a /48 rotation) through the engine for 30
 // hours of event time: the waves after the day of warm-up are found, the
@@ -20,16 +35,7 @@ import (
 // (The warm-up day's waves are not judged and teach the baseline in full;
 // the stream is tuned so that the later waves stay above 3× of it.)
 func TestCampaignGenerated(t *testing.T) {
-	cfg := generate.DefaultConfig
-	// About 40 h of events, a campaign episode every few hours: waves
-	// rare enough that the ones of the warm-up day (which are not judged,
-	// and so teach the baseline in full) leave it well below the later
-	// ones.
-	cfg.Seed, cfg.Shops, cfg.EventsPerSecond, cfg.AttackRate = 5, 400, 1, 2
-	cfg.Events = 150_000
-	cfg.Mix = generate.AttackMix{Stuffing: 3, BruteForce: 3, ListWave: 0.5, UnknownSpray: 0.5, RotationV6W: 1}
-	g, err := generate.New(cfg)
-	require.NoError(t, err)
+	cfg, g := campaignStream(t)
 	e, err := detect.New(detect.DefaultConfig)
 	require.NoError(t, err)
 	var fs []shopguard.Finding
@@ -98,12 +104,7 @@ func TestCampaignGenerated(t *testing.T) {
 // account and read by `shopguard run`, give exactly the file replay's
 // findings, stuffing_wave and its wave-aware takeovers included.
 func TestE2ERunCampaignsMatchReplay(t *testing.T) {
-	cfg := generate.DefaultConfig
-	cfg.Seed, cfg.Shops, cfg.EventsPerSecond, cfg.AttackRate = 5, 400, 1, 2
-	cfg.Events = 150_000
-	cfg.Mix = generate.AttackMix{Stuffing: 3, BruteForce: 3, ListWave: 0.5, UnknownSpray: 0.5, RotationV6W: 1}
-	g, err := generate.New(cfg)
-	require.NoError(t, err)
+	cfg, g := campaignStream(t)
 	evs := make([]shopguard.Event, 0, cfg.Events)
 	var ev shopguard.Event
 	for g.Next(&ev) {

@@ -3,8 +3,6 @@ package kafka
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"sync/atomic"
 	"time"
 
@@ -288,18 +286,9 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 			stalls = time.Time{}
 			continue
 		}
-		if errors.Is(err, io.EOF) {
-			return errors.New("kafka source: the reader was closed while Run was active")
-		}
-		s.fetchOK.Store(false)
-		s.opts.Kafka.fetchErrors.Add(1)
-		fails++
-		if fails > s.cfg.MaxRetries {
-			return fmt.Errorf("kafka source: fetch from %s (%d attempts): %w", s.cfg.Topic, fails, err)
-		}
-		wait := s.cfg.Backoff(fails)
-		s.log.Warn("kafka fetch did not succeed; retrying", "attempt", fails, "retry_in", wait, "err", err)
-		if Sleep(ctx, wait) != nil {
+		if done, ferr := s.fetchFailed(ctx, err, &fails); ferr != nil {
+			return ferr
+		} else if done {
 			return stopped()
 		}
 	}

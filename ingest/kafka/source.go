@@ -274,25 +274,31 @@ func (s *Source) Run(ctx context.Context, out chan<- shopguard.Batch) error {
 		if ctx.Err() != nil {
 			return stopped()
 		}
-		if errors.Is(err, io.EOF) {
-			return errors.New("kafka source: the reader was closed while Run was active")
-		}
-		s.fetchOK.Store(false)
-		s.opts.Kafka.fetchErrors.Add(1)
-		fails++
-		if fails > s.cfg.MaxRetries {
-			return fmt.Errorf("kafka source: fetch from %s (%d attempts): %w", s.cfg.Topic, fails, err)
-		}
-		wait := s.cfg.Backoff(fails)
-		s.log.Warn("kafka fetch did not succeed; retrying", "attempt", fails, "retry_in", wait, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if done, ferr := s.fetchFailed(ctx, err, &fails); ferr != nil {
+			return ferr
+		} else if done {
 			return stopped()
 		}
 	}
+}
+
+// fetchFailed handles a fetch error while ctx is live: it counts it and
+// backs off, and returns an error once the reader is closed or
+// MaxRetries consecutive fetches failed. done reports that ctx ended
+// during the backoff.
+func (s *Source) fetchFailed(ctx context.Context, err error, fails *int) (done bool, fatal error) {
+	if errors.Is(err, io.EOF) {
+		return false, errors.New("kafka source: the reader was closed while Run was active")
+	}
+	s.fetchOK.Store(false)
+	s.opts.Kafka.fetchErrors.Add(1)
+	*fails++
+	if *fails > s.cfg.MaxRetries {
+		return false, fmt.Errorf("kafka source: fetch from %s (%d attempts): %w", s.cfg.Topic, *fails, err)
+	}
+	wait := s.cfg.Backoff(*fails)
+	s.log.Warn("kafka fetch did not succeed; retrying", "attempt", *fails, "retry_in", wait, "err", err)
+	return Sleep(ctx, wait) != nil, nil
 }
 
 // partPos is the last message of one partition in a batch.
