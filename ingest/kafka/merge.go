@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/shopguard/shopguard"
@@ -41,10 +42,9 @@ type mergePart struct {
 	next    int64     // offset after the last message fetched
 	hwm     int64     // high water mark with the last message
 	last    time.Time // when the last message was fetched
-	offs    []int64   // offsets of its events waiting in the order, oldest first
 	pushed  int64     // offset after what acks were last given
 	stalled bool
-	gauge   interface{ Set(float64) }
+	gauge   prometheus.Gauge
 }
 
 func newMerger(cfg Config, m *Metrics) *merger {
@@ -71,9 +71,7 @@ func (g *merger) fetched(now time.Time, m *kafkago.Message, ev *shopguard.Event)
 	mp.next, mp.hwm, mp.last, mp.stalled = m.Offset+1, m.HighWaterMark, now, false
 	if ev != nil {
 		mp.st = max(mp.st, ev.Time.UnixNano())
-		if g.o.Add(order.Key{T: mp.st, P: int32(m.Partition), Off: m.Offset}, *ev) {
-			mp.offs = append(mp.offs, m.Offset)
-		}
+		g.o.Add(order.Key{T: mp.st, P: int32(m.Partition), Off: m.Offset}, *ev)
 	}
 	g.o.Mark(int32(m.Partition), order.Key{T: mp.st, P: int32(m.Partition), Off: mp.next}, mp.next >= mp.hwm)
 }
@@ -150,11 +148,6 @@ func (g *merger) release(now time.Time, evs []shopguard.Event, limit int) []shop
 		if g.o.Processed(it.K) {
 			g.m.late.Inc()
 		}
-		mp := g.parts[int(it.K.P)]
-		mp.offs = mp.offs[1:]
-		if len(mp.offs) == 0 {
-			mp.offs = nil // let the backing array go
-		}
 		evs = append(evs, it.V)
 	}
 	g.m.buffered.Set(float64(g.o.Len()))
@@ -169,8 +162,8 @@ func (g *merger) progress() []partPos {
 	var parts []partPos
 	for p, mp := range g.parts {
 		upTo := mp.next
-		if len(mp.offs) > 0 {
-			upTo = mp.offs[0]
+		if k, ok := g.o.Oldest(int32(p)); ok {
+			upTo = k.Off
 		}
 		if upTo > mp.pushed && upTo > 0 {
 			mp.pushed = upTo
@@ -299,6 +292,11 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 // not match (counted, skipped) or an invalid one (rejected).
 func (s *Source) admit(ctx context.Context, m *kafkago.Message, ev *shopguard.Event) bool {
 	s.opts.Kafka.messages.Inc()
+	// A message this source already handed to the engine comes again
+	// after a rebalance or a fetch retry resumes from the committed
+	// offset. The engine's state already holds it: processing it twice
+	// would count it twice (and could raise a finding a single pass
+	// would not), so it is only acknowledged again.
 	if last, ok := s.delivered[m.Partition]; ok && m.Offset <= last {
 		s.opts.Kafka.redelivered.Inc()
 		return false

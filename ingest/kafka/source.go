@@ -320,7 +320,6 @@ func (s *Source) collect(ctx context.Context, first kafkago.Message) (b shopguar
 	b.Events = make([]shopguard.Event, 0, s.cfg.BatchSize)
 	var parts []partPos
 	add := func(m *kafkago.Message) {
-		s.opts.Kafka.messages.Inc()
 		found := false
 		for i := range parts {
 			if parts[i].partition == m.Partition {
@@ -332,28 +331,9 @@ func (s *Source) collect(ctx context.Context, first kafkago.Message) (b shopguar
 		if !found {
 			parts = append(parts, partPos{m.Partition, m.Offset, m.HighWaterMark})
 		}
-		// A message this source already handed to the engine comes again
-		// after a rebalance or a fetch retry resumes from the committed
-		// offset. The engine's state already holds it: processing it twice
-		// would count it twice (and could raise a finding a single pass
-		// would not), so it is only acknowledged again.
-		if last, ok := s.delivered[m.Partition]; ok && m.Offset <= last {
-			s.opts.Kafka.redelivered.Inc()
-			return
-		}
-		if s.delivered == nil {
-			s.delivered = map[int]int64{}
-		}
-		s.delivered[m.Partition] = m.Offset
 		b.Events = append(b.Events, shopguard.Event{})
-		ev := &b.Events[len(b.Events)-1]
-		if err := s.opts.decode(m.Value, ev); err != nil {
+		if !s.admit(ctx, m, &b.Events[len(b.Events)-1]) {
 			b.Events = b.Events[:len(b.Events)-1]
-			if errors.Is(err, ingest.ErrUnmatched) {
-				s.opts.Metrics.Unmatched(1)
-				return
-			}
-			s.reject(ctx, m, err)
 		}
 	}
 	add(&first)

@@ -288,6 +288,14 @@ func (o *Order[V]) Peek() (Key, bool) {
 	return o.queues[o.heads[0]].front().K, true
 }
 
+// Oldest returns the key of partition p's oldest waiting event.
+func (o *Order[V]) Oldest(p int32) (Key, bool) {
+	if int(p) >= len(o.queues) || p < 0 || o.queues[p].len() == 0 {
+		return Key{}, false
+	}
+	return o.queues[p].front().K, true
+}
+
 // Pop removes and returns the smallest waiting event.
 func (o *Order[V]) Pop() Item[V] {
 	q := &o.queues[o.heads[0]]

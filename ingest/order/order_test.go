@@ -55,6 +55,9 @@ func TestOrderMergesQueues(t *testing.T) {
 	var got []Key
 	for o.Len() > 0 {
 		k, _ := o.Peek()
+		oldest, ok := o.Oldest(k.P)
+		require.True(t, ok)
+		require.Equal(t, k, oldest, "the smallest waiting event is its partition's oldest")
 		it := o.Pop()
 		require.Equal(t, k, it.K)
 		require.Equal(t, int(it.K.Off), it.V)
@@ -63,6 +66,8 @@ func TestOrderMergesQueues(t *testing.T) {
 	}
 	require.Equal(t, want, got)
 	_, ok := o.Peek()
+	require.False(t, ok)
+	_, ok = o.Oldest(0)
 	require.False(t, ok)
 	require.True(t, o.Processed(Key{T: -1}), "late")
 }
