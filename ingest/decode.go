@@ -171,16 +171,21 @@ var valueKindNames = [...]string{kAbsent: "absent", kNull: "null", kString: "a s
 
 // fieldValue records where the last occurrence of a known field's value is.
 type fieldValue struct {
+	start, end int32 // string contents without quotes, or the number literal (MaxEventSize fits)
 	kind       valueKind
-	start, end int  // string contents without quotes, or the number literal
 	escaped    bool // the string has escapes and must be decoded
 	nonASCII   bool // the string has bytes >= 0x80 (UTF-8 still unchecked)
 }
 
-// eventDecoder is the state of one Decode call. It lives on Decode's stack.
-type eventDecoder struct {
+// scanner reads JSON from data at pos; the decoders of every format share it.
+type scanner struct {
 	data []byte
 	pos  int
+}
+
+// eventDecoder is the state of one Decode call. It lives on Decode's stack.
+type eventDecoder struct {
+	scanner
 	vals [numFields]fieldValue
 }
 
@@ -206,7 +211,7 @@ func Decode(line []byte, ev *shopguard.Event) error {
 		*ev = shopguard.Event{}
 		return tooLargeError(len(line))
 	}
-	d := eventDecoder{data: line}
+	d := eventDecoder{scanner: scanner{data: line}}
 	err := d.parseObject()
 	if err == nil {
 		err = d.build(ev)
@@ -230,7 +235,7 @@ func jsonSyntaxError(msg string, off int) *DecodeError {
 }
 
 // errAt reports the byte at d.pos as unexpected, or the end of input.
-func (d *eventDecoder) errAt(context string) *DecodeError {
+func (d *scanner) errAt(context string) *DecodeError {
 	if d.pos >= len(d.data) {
 		return jsonSyntaxError("unexpected end of input "+context, d.pos)
 	}
@@ -256,8 +261,8 @@ func isJSONSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r'
 }
 
-func (d *eventDecoder) skipSpace() {
-	for d.pos < len(d.data) && isJSONSpace(d.data[d.pos]) {
+func (d *scanner) skipSpace() {
+	for d.pos < len(d.data) && d.data[d.pos] <= ' ' && isJSONSpace(d.data[d.pos]) {
 		d.pos++
 	}
 }
@@ -346,13 +351,13 @@ func (d *eventDecoder) parseValue(f evField) *DecodeError {
 		if err != nil {
 			return err
 		}
-		v = fieldValue{kind: kString, start: start, end: end, escaped: escaped, nonASCII: nonASCII}
+		v = fieldValue{kind: kString, start: int32(start), end: int32(end), escaped: escaped, nonASCII: nonASCII}
 	case c == '-' || (c >= '0' && c <= '9'):
 		start := d.pos
 		if err := d.scanNumber(); err != nil {
 			return err
 		}
-		v = fieldValue{kind: kNumber, start: start, end: d.pos}
+		v = fieldValue{kind: kNumber, start: int32(start), end: int32(d.pos)}
 	case c == 'n':
 		if err := d.scanLiteral("null"); err != nil {
 			return err
@@ -372,7 +377,7 @@ func (d *eventDecoder) parseValue(f evField) *DecodeError {
 
 // skipValue scans any JSON value at d.pos nested at depth (the top-level
 // object being depth 1) without recording it.
-func (d *eventDecoder) skipValue(depth int) *DecodeError {
+func (d *scanner) skipValue(depth int) *DecodeError {
 	if d.pos >= len(d.data) {
 		return d.errAt("looking for the beginning of a value")
 	}
@@ -442,7 +447,7 @@ func (d *eventDecoder) skipValue(depth int) *DecodeError {
 }
 
 // scanLiteral consumes lit (true, false or null) at d.pos.
-func (d *eventDecoder) scanLiteral(lit string) *DecodeError {
+func (d *scanner) scanLiteral(lit string) *DecodeError {
 	for i := 0; i < len(lit); i++ {
 		if d.pos >= len(d.data) || d.data[d.pos] != lit[i] {
 			return d.errAt("in literal " + lit)
@@ -455,7 +460,7 @@ func (d *eventDecoder) scanLiteral(lit string) *DecodeError {
 func isDecDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // scanNumber consumes a JSON number at d.pos.
-func (d *eventDecoder) scanNumber() *DecodeError {
+func (d *scanner) scanNumber() *DecodeError {
 	if d.data[d.pos] == '-' {
 		d.pos++
 	}
@@ -507,7 +512,7 @@ var plainByte = func() (t [256]bool) {
 // the offsets of its contents, whether it has escapes, and whether it has
 // non-ASCII bytes. Escapes are validated here; UTF-8 is not, since only the
 // strings that are kept need it.
-func (d *eventDecoder) scanString() (start, end int, escaped, nonASCII bool, err *DecodeError) {
+func (d *scanner) scanString() (start, end int, escaped, nonASCII bool, err *DecodeError) {
 	data := d.data
 	i := d.pos + 1
 	start = i
@@ -638,7 +643,7 @@ func unquoteBounded(dst, s []byte, limit int) ([]byte, bool) {
 
 // str returns the string value v, aliasing d.data when its bytes are
 // usable as they are.
-func (d *eventDecoder) str(v fieldValue) string {
+func (d *scanner) str(v fieldValue) string {
 	b := d.data[v.start:v.end]
 	if !v.escaped && (!v.nonASCII || utf8.Valid(b)) {
 		if len(b) == 0 {

@@ -40,7 +40,7 @@ func newECS(acts actionTable) *ecsDecoder {
 // unless event.action names another known action (a logout, say).
 func (e *ecsDecoder) decode(line []byte, ev *shopguard.Event) error {
 	var vals [maxSlots]fieldValue
-	d := eventDecoder{data: line}
+	d := scanner{data: line}
 	if err := e.p.scan(&d, &vals); err != nil {
 		*ev = shopguard.Event{}
 		return err
@@ -60,7 +60,7 @@ func (e *ecsDecoder) build(j docView, ev *shopguard.Event) *DecodeError {
 	if ev.Time, err = j.time(ecsTime, timeLayout{}); err != nil {
 		return err
 	}
-	if err := j.fillCommon(ev, ecsUser, ecsUser, ecsIP, ecsUA, ecsSession, ecsReason, ecsURL, ecsID, ecsRecords); err != nil {
+	if err := j.fillCommon(ev, -1, ecsUser, ecsIP, ecsUA, ecsSession, ecsReason, ecsURL, ecsID, ecsRecords); err != nil {
 		return err
 	}
 	if ev.ShopID, err = j.str(ecsOrg); err != nil {
@@ -72,9 +72,6 @@ func (e *ecsDecoder) build(j docView, ev *shopguard.Event) *DecodeError {
 		if ev.ShopID, err = j.str(ecsLabelShop); err != nil {
 			return err
 		}
-	}
-	if ev.Actor, err = j.str(ecsUser); err != nil {
-		return err
 	}
 	act, err := j.str(ecsAction)
 	if err != nil {

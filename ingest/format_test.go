@@ -1,8 +1,10 @@
 package ingest
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -281,4 +283,61 @@ func TestFileSourceFormat(t *testing.T) {
 	_, err = run(t, &FileSource{Paths: []string{p}, Metrics: m, Strict: true, Decode: dec})
 	require.ErrorContains(t, err, "access.log:3: missing_field")
 	require.Equal(t, int64(1), m.Stats().Unmatched)
+}
+
+// TestJSONPathsKeyOrder decodes one event written with its keys in
+// different orders, flattened, escaped and repeated, one after the other
+// and from several goroutines: the key order that object learns from one
+// document must never change what the next one decodes to.
+func TestJSONPathsKeyOrder(t *testing.T) {
+	dec, err := NewDecoder(InputConfig{Format: FormatECS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := []string{
+		`{"@timestamp":"2026-12-05T10:00:00Z","event":{"action":"login.success"},"source":{"ip":"192.0.2.1"},"user":{"name":"owner"},"organization":{"id":"shop-1"}}`,
+		`{"organization":{"id":"shop-1"},"user":{"name":"owner"},"source":{"ip":"192.0.2.1"},"event":{"action":"login.success"},"@timestamp":"2026-12-05T10:00:00Z"}`,
+		`{"@timestamp":"2026-12-05T10:00:00Z","event.action":"login.success","source.ip":"192.0.2.1","user.name":"owner","organization.id":"shop-1"}`,
+		`{"@timestamp":"2026-12-05T10:00:00Z","event":{"action":"login.success"},"source":{"ip":"192.0.2.1"},"\u0075ser":{"nam\u0065":"owner"},"organization":{"id":"shop-1"}}`,
+		`{"@timestamp":"2026-12-05T10:00:00Z","x":1,"event":{"x":{"action":"no"},"action":"login.success"},"source":{"ip":"192.0.2.9"},"source":{"ip":"192.0.2.1"},"user":{"name":"owner"},"organization":{"id":"shop-1"}}`,
+		`{"@timestamp" : "2026-12-05T10:00:00Z" , "event" : { "action" : "login.success" } , "source":{"ip":"192.0.2.1"},"user":{"name":"owner"},"organization":{"id":"shop-1"}}`,
+	}
+	// A key that is a prefix of the learned one must not match it.
+	near := `{"@timestamp":"2026-12-05T10:00:00Z","event":{"action":"login.success"},"source":{"ip":"192.0.2.1"},"user":{"name":"owner","names":"other"},"organization":{"id":"shop-1","idx":"shop-2"}}`
+	want := shopguard.Event{Time: time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC), ShopID: "shop-1", Actor: "owner",
+		Action: shopguard.ActionLoginSuccess, IP: netip.MustParseAddr("192.0.2.1")}
+	check := func(doc string) error {
+		var ev shopguard.Event
+		if err := dec([]byte(doc), &ev); err != nil {
+			return fmt.Errorf("%s: %v", doc, err)
+		}
+		if ev != want {
+			return fmt.Errorf("%s:\n got %+v\nwant %+v", doc, ev, want)
+		}
+		return nil
+	}
+	for range 3 {
+		for _, doc := range append(docs, near) {
+			if err := check(doc); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 2000 {
+				if err := check(docs[(i+g)%len(docs)]); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 }

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/shopguard/shopguard"
@@ -11,25 +12,84 @@ import (
 // a.b.c matches nested objects ({"a":{"b":{"c":…}}}) and flattened dotted
 // keys ({"a.b.c":…} or {"a":{"b.c":…}}), as Elasticsearch accepts both.
 type pathNode struct {
-	slot int // the value's slot, or -1
-	// children are few (a dozen at the root of an ECS document): a linear
-	// scan comparing lengths first beats hashing every key of the document.
+	slot     int // the value's slot, or -1
 	children []pathChild
+	// table finds a key's child without comparing it to the others: an
+	// open-addressed table of indexes into children (0 empty, i+1 for
+	// children[i]), hashed on the key's length and three of its bytes, so
+	// hashing costs the same for any key and a key no path names is
+	// usually rejected without one string comparison. It is rebuilt after
+	// every insert; paths are compiled once.
+	table []uint8
+	shift uint
+	// first is the child (i+1, 0 none) that the last document scanned
+	// began this object with. Producers write their keys in one order, so
+	// object compares the next key with the child it predicts (first,
+	// then each child's next) before scanning and hashing the key.
+	first atomic.Uint32
 }
 
 type pathChild struct {
 	key  string
 	node *pathNode
+	// quoted is key followed by its closing quote: the bytes of the key's
+	// literal after the opening quote when it needs no escape. It is
+	// empty when key has a byte that JSON must escape.
+	quoted string
+	next   atomic.Uint32 // the child (i+1) that followed this one last time
 }
 
-// child returns the child for key k, or nil.
-func (n *pathNode) child(k []byte) *pathNode {
-	for i := range n.children {
-		if c := &n.children[i]; len(c.key) == len(k) && c.key == string(k) {
-			return c.node
+// keyHash mixes the length and the first, middle and last bytes of k.
+func keyHash(k []byte) uint64 {
+	if len(k) == 0 {
+		return 0
+	}
+	h := uint64(len(k)) | uint64(k[0])<<8 | uint64(k[len(k)/2])<<16 | uint64(k[len(k)-1])<<24
+	return h * 0x9e3779b97f4a7c15
+}
+
+// child returns the index of the child for key k, or -1.
+func (n *pathNode) child(k []byte) int {
+	if len(n.table) == 0 {
+		return -1
+	}
+	mask := uint64(len(n.table) - 1)
+	for i := keyHash(k) >> n.shift; ; i++ {
+		e := n.table[i&mask]
+		if e == 0 {
+			return -1
+		}
+		if c := &n.children[e-1]; len(c.key) == len(k) && c.key == string(k) {
+			return int(e - 1)
 		}
 	}
-	return nil
+}
+
+// add appends a child and rebuilds the table, at most a quarter full.
+func (n *pathNode) add(key string, c *pathNode) {
+	quoted := key + `"`
+	for i := 0; i < len(key); i++ {
+		if !plainByte[key[i]] {
+			quoted = ""
+		}
+	}
+	n.children = append(n.children, pathChild{key: key, node: c, quoted: quoted})
+	if len(n.children) > 255 {
+		panic("jsonPaths: more than 255 keys under one object")
+	}
+	bits := uint(2)
+	for 1<<bits < 4*len(n.children) {
+		bits++
+	}
+	n.table, n.shift = make([]uint8, 1<<bits), 64-bits
+	mask := uint64(len(n.table) - 1)
+	for ci := range n.children {
+		i := keyHash([]byte(n.children[ci].key)) >> n.shift
+		for n.table[i&mask] != 0 {
+			i++
+		}
+		n.table[i&mask] = uint8(ci + 1)
+	}
 }
 
 // maxSlots bounds the paths of one format; values live on the stack.
@@ -55,10 +115,12 @@ func newJSONPaths(paths ...string) *jsonPaths {
 func (p *jsonPaths) insert(n *pathNode, segs []string, slot int) {
 	for k := 1; k <= len(segs); k++ {
 		key := strings.Join(segs[:k], ".")
-		c := n.child([]byte(key))
-		if c == nil {
+		var c *pathNode
+		if i := n.child([]byte(key)); i >= 0 {
+			c = n.children[i].node
+		} else {
 			c = &pathNode{slot: -1}
-			n.children = append(n.children, pathChild{key, c})
+			n.add(key, c)
 		}
 		if k == len(segs) {
 			c.slot = slot
@@ -70,7 +132,7 @@ func (p *jsonPaths) insert(n *pathNode, segs []string, slot int) {
 
 // scan validates line as one JSON object and records the value of each
 // path in vals (the last occurrence wins). d is left usable for str.
-func (p *jsonPaths) scan(d *eventDecoder, vals *[maxSlots]fieldValue) *DecodeError {
+func (p *jsonPaths) scan(d *scanner, vals *[maxSlots]fieldValue) *DecodeError {
 	if len(d.data) > MaxEventSize {
 		return tooLargeError(len(d.data))
 	}
@@ -92,7 +154,7 @@ func (p *jsonPaths) scan(d *eventDecoder, vals *[maxSlots]fieldValue) *DecodeErr
 }
 
 // object scans the object at d.pos for the children of n.
-func (p *jsonPaths) object(d *eventDecoder, n *pathNode, vals *[maxSlots]fieldValue, depth int) *DecodeError {
+func (p *jsonPaths) object(d *scanner, n *pathNode, vals *[maxSlots]fieldValue, depth int) *DecodeError {
 	if depth > maxJSONDepth {
 		return jsonSyntaxError("nesting deeper than 10000", d.pos)
 	}
@@ -102,42 +164,76 @@ func (p *jsonPaths) object(d *eventDecoder, n *pathNode, vals *[maxSlots]fieldVa
 		d.pos++
 		return nil
 	}
+	guess, prev := n.first.Load(), uint32(0)
 	for {
 		if d.pos >= len(d.data) || d.data[d.pos] != '"' {
 			return d.errAt("looking for the beginning of a key")
 		}
-		ks, ke, kesc, _, err := d.scanString()
-		if err != nil {
-			return err
-		}
 		var c *pathNode
-		if n.children != nil {
-			if !kesc {
-				c = n.child(d.data[ks:ke])
-			} else {
-				var buf [64]byte
-				if k, ok := unquoteBounded(buf[:0], d.data[ks:ke], len(buf)); ok {
-					c = n.child(k)
+		if g := int(guess) - 1; g >= 0 && n.children[g].quoted != "" && strings.HasPrefix(bstr(d.data[d.pos+1:]), n.children[g].quoted) {
+			gc := &n.children[g]
+			d.pos += 1 + len(gc.quoted)
+			c, prev, guess = gc.node, guess, gc.next.Load()
+		} else {
+			ks, ke, kesc, _, err := d.scanString()
+			if err != nil {
+				return err
+			}
+			i := -1
+			if n.children != nil {
+				if !kesc {
+					i = n.child(d.data[ks:ke])
+				} else {
+					var buf [64]byte
+					if k, ok := unquoteBounded(buf[:0], d.data[ks:ke], len(buf)); ok {
+						i = n.child(k)
+					}
 				}
 			}
+			if i >= 0 {
+				// Learn the order: the next document likely has it too.
+				if prev == 0 {
+					n.first.Store(uint32(i + 1))
+				} else {
+					n.children[prev-1].next.Store(uint32(i + 1))
+				}
+				c, prev, guess = n.children[i].node, uint32(i+1), n.children[i].next.Load()
+			}
 		}
-		d.skipSpace()
+		// Whitespace is rare between tokens: look for the token first.
 		if d.pos >= len(d.data) || d.data[d.pos] != ':' {
-			return d.errAt("after a key")
+			if d.skipSpace(); d.pos >= len(d.data) || d.data[d.pos] != ':' {
+				return d.errAt("after a key")
+			}
 		}
 		d.pos++
-		d.skipSpace()
-		if err := p.value(d, c, vals, depth); err != nil {
+		if d.pos < len(d.data) && d.data[d.pos] <= ' ' {
+			d.skipSpace()
+		}
+		if d.pos < len(d.data) && d.data[d.pos] == '"' {
+			// Most values are strings: scan them here rather than in value.
+			s, e, esc, na, err := d.scanString()
+			if err != nil {
+				return err
+			}
+			if c != nil && c.slot >= 0 {
+				vals[c.slot] = fieldValue{kind: kString, start: int32(s), end: int32(e), escaped: esc, nonASCII: na}
+			}
+		} else if err := p.value(d, c, vals, depth); err != nil {
 			return err
 		}
-		d.skipSpace()
+		if d.pos < len(d.data) && d.data[d.pos] <= ' ' {
+			d.skipSpace()
+		}
 		if d.pos >= len(d.data) {
 			return d.errAt("after a value")
 		}
 		switch d.data[d.pos] {
 		case ',':
 			d.pos++
-			d.skipSpace()
+			if d.pos < len(d.data) && d.data[d.pos] <= ' ' {
+				d.skipSpace()
+			}
 		case '}':
 			d.pos++
 			return nil
@@ -149,7 +245,7 @@ func (p *jsonPaths) object(d *eventDecoder, n *pathNode, vals *[maxSlots]fieldVa
 
 // value scans one value, recording it if c is a path's end and descending
 // if c has children.
-func (p *jsonPaths) value(d *eventDecoder, c *pathNode, vals *[maxSlots]fieldValue, depth int) *DecodeError {
+func (p *jsonPaths) value(d *scanner, c *pathNode, vals *[maxSlots]fieldValue, depth int) *DecodeError {
 	if d.pos >= len(d.data) {
 		return d.errAt("looking for the beginning of a value")
 	}
@@ -160,18 +256,18 @@ func (p *jsonPaths) value(d *eventDecoder, c *pathNode, vals *[maxSlots]fieldVal
 		if err := p.object(d, c, vals, depth+1); err != nil {
 			return err
 		}
-		v = fieldValue{kind: kOther, start: start, end: d.pos}
+		v = fieldValue{kind: kOther, start: int32(start), end: int32(d.pos)}
 	case ch == '"':
 		s, e, esc, na, err := d.scanString()
 		if err != nil {
 			return err
 		}
-		v = fieldValue{kind: kString, start: s, end: e, escaped: esc, nonASCII: na}
+		v = fieldValue{kind: kString, start: int32(s), end: int32(e), escaped: esc, nonASCII: na}
 	case ch == '-' || (ch >= '0' && ch <= '9'):
 		if err := d.scanNumber(); err != nil {
 			return err
 		}
-		v = fieldValue{kind: kNumber, start: start, end: d.pos}
+		v = fieldValue{kind: kNumber, start: int32(start), end: int32(d.pos)}
 	case ch == 'n':
 		if err := d.scanLiteral("null"); err != nil {
 			return err
@@ -181,7 +277,7 @@ func (p *jsonPaths) value(d *eventDecoder, c *pathNode, vals *[maxSlots]fieldVal
 		if err := d.skipValue(depth + 1); err != nil {
 			return err
 		}
-		v = fieldValue{kind: kOther, start: start, end: d.pos}
+		v = fieldValue{kind: kOther, start: int32(start), end: int32(d.pos)}
 	}
 	if c != nil && c.slot >= 0 {
 		vals[c.slot] = v
@@ -191,13 +287,21 @@ func (p *jsonPaths) value(d *eventDecoder, c *pathNode, vals *[maxSlots]fieldVal
 
 // docView reads typed values of the slots of one scanned document.
 type docView struct {
-	d     *eventDecoder
+	d     *scanner
 	vals  *[maxSlots]fieldValue
 	names []string
 }
 
 // str returns slot i as a string ("" when absent or null).
 func (j docView) str(i int) (string, *DecodeError) {
+	// The usual plain ASCII string first; the rest is strSlow's.
+	if v := &j.vals[i]; v.kind == kString && !v.escaped && !v.nonASCII {
+		return bstr(j.d.data[v.start:v.end]), nil
+	}
+	return j.strSlow(i)
+}
+
+func (j docView) strSlow(i int) (string, *DecodeError) {
 	switch v := j.vals[i]; v.kind {
 	case kAbsent, kNull:
 		return "", nil
@@ -210,6 +314,13 @@ func (j docView) str(i int) (string, *DecodeError) {
 
 // text returns slot i's string contents or number literal, nil if absent.
 func (j docView) text(i int) []byte {
+	if v := &j.vals[i]; v.kind == kNumber || v.kind == kString && !v.escaped && !v.nonASCII {
+		return j.d.data[v.start:v.end]
+	}
+	return j.textSlow(i)
+}
+
+func (j docView) textSlow(i int) []byte {
 	switch v := j.vals[i]; v.kind {
 	case kString:
 		if v.escaped || v.nonASCII {
@@ -232,7 +343,7 @@ func (j docView) contains(i int, s string) bool {
 	case kString:
 		return j.d.str(v) == s
 	case kOther:
-		a := eventDecoder{data: j.d.data[:v.end], pos: v.start}
+		a := scanner{data: j.d.data[:v.end], pos: int(v.start)}
 		if a.data[a.pos] != '[' {
 			return false
 		}
@@ -244,7 +355,7 @@ func (j docView) contains(i int, s string) bool {
 				if err != nil {
 					return false
 				}
-				if a.str(fieldValue{kind: kString, start: st, end: e, escaped: esc, nonASCII: na}) == s {
+				if a.str(fieldValue{kind: kString, start: int32(st), end: int32(e), escaped: esc, nonASCII: na}) == s {
 					return true
 				}
 			} else if a.skipValue(2) != nil {
@@ -325,19 +436,42 @@ func (j docView) time(i int, l timeLayout) (time.Time, *DecodeError) {
 }
 
 // fillCommon sets the required and optional string fields from their
-// slots (-1: not mapped) and validates them; ev.Time and ev.Action are
+// slots (-1: not mapped; shop too, for a format that reads it itself) and
+// validates them; ev.Time and ev.Action are
 // the caller's.
 func (j docView) fillCommon(ev *shopguard.Event, shop, actor, ip, ua, sess, reason, resource, id, records int) *DecodeError {
 	var err *DecodeError
-	for _, f := range [...]struct {
-		slot int
-		dst  *string
-	}{{shop, &ev.ShopID}, {actor, &ev.Actor}, {ua, &ev.UserAgent}, {sess, &ev.SessionID},
-		{reason, &ev.Reason}, {resource, &ev.Resource}, {id, &ev.ID}} {
-		if f.slot < 0 {
-			continue
+	if shop >= 0 {
+		if ev.ShopID, err = j.str(shop); err != nil {
+			return err
 		}
-		if *f.dst, err = j.str(f.slot); err != nil {
+	}
+	if ev.Actor, err = j.str(actor); err != nil {
+		return err
+	}
+	// The optional fields, unrolled: this runs for every event.
+	if ua >= 0 {
+		if ev.UserAgent, err = j.str(ua); err != nil {
+			return err
+		}
+	}
+	if sess >= 0 {
+		if ev.SessionID, err = j.str(sess); err != nil {
+			return err
+		}
+	}
+	if reason >= 0 {
+		if ev.Reason, err = j.str(reason); err != nil {
+			return err
+		}
+	}
+	if resource >= 0 {
+		if ev.Resource, err = j.str(resource); err != nil {
+			return err
+		}
+	}
+	if id >= 0 {
+		if ev.ID, err = j.str(id); err != nil {
 			return err
 		}
 	}

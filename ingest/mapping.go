@@ -60,7 +60,7 @@ func compileMapping(c MappingConfig, acts actionTable) (*mappingDecoder, error) 
 
 func (m *mappingDecoder) decode(line []byte, ev *shopguard.Event) error {
 	var vals [maxSlots]fieldValue
-	d := eventDecoder{data: line}
+	d := scanner{data: line}
 	if err := m.p.scan(&d, &vals); err != nil {
 		*ev = shopguard.Event{}
 		return err

@@ -47,7 +47,7 @@ func newOCSF(acts actionTable) *ocsfDecoder {
 // activity_name (so an API Activity named customers_export can be mapped).
 func (o *ocsfDecoder) decode(line []byte, ev *shopguard.Event) error {
 	var vals [maxSlots]fieldValue
-	d := eventDecoder{data: line}
+	d := scanner{data: line}
 	if err := o.p.scan(&d, &vals); err != nil {
 		*ev = shopguard.Event{}
 		return err
