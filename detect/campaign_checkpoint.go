@@ -231,6 +231,18 @@ func (d *decoder) campaign(cfg Config) (*waveState, map[uint64]int64, map[uint64
 		}
 	}
 
+	// The wave's clock is not written: it is the newest failed login's
+	// time, which the sets hold (the newest failure is never expired), or
+	// the last finding's or the wave's end. Only a failure that found both
+	// sets full is not in them, and then the clock restarts up to an hour behind.
+	w.mark = max(w.fired, w.waveEnd)
+	for _, x := range w.accts.m {
+		w.mark = max(w.mark, x.t)
+	}
+	for _, x := range w.addrs.m {
+		w.mark = max(w.mark, x.t)
+	}
+
 	rot := d.times("rotations")
 	fired := d.times("leaked findings")
 	if d.err != nil {

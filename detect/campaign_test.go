@@ -5,10 +5,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/shopguard/shopguard"
@@ -52,11 +54,13 @@ func TestRuleOrder(t *testing.T) {
 	require.Equal(t, shopguard.Rules(), names, "shopguard.Rules() is the engine's order")
 }
 
-func TestWaveTakeover(t *testing.T) {
-	evs := routine("shop-o", "owner")
+// waveTakeoverEvents is a wave of 100 accounts after a baseline, and
+// logins after it of which one (list-3's) is a takeover of the wave.
+func waveTakeoverEvents() (evs []shopguard.Event, wave time.Duration) {
+	evs = routine("shop-o", "owner")
 	evs = append(evs, waveBase(4, 5)...)
 	evs = waveAt(evs, 4*time.Hour+30*time.Minute, 100) // list-i/admin from 100+i%100.(i/100).(i%250).7
-	wave := 4*time.Hour + 30*time.Minute + 200*time.Second
+	wave = 4*time.Hour + 30*time.Minute + 200*time.Second
 	evs = append(evs,
 		// The owner mistypes once during the wave and logs in from home
 		// with their own browser: not a takeover.
@@ -77,6 +81,11 @@ func TestWaveTakeover(t *testing.T) {
 		withUA(success(at(wave+2*time.Hour+time.Minute), "list-7", "admin", "107.0.7.7"), curlUA),
 	)
 	slicesSortByTime(evs)
+	return evs, wave
+}
+
+func TestWaveTakeover(t *testing.T) {
+	evs, wave := waveTakeoverEvents()
 	fs := run(t, waveCfg(), testLocator, evs)
 	ws := ruleOnly(fs, shopguard.RuleStuffingWave)
 	require.Len(t, ws, 1)
@@ -322,4 +331,51 @@ func TestStuffingByASN(t *testing.T) {
 				"without an ASN database")
 		})
 	}
+}
+
+// TestWaveFollowers: engines that each keep some accounts (Process) and
+// follow every other account's failed logins (FollowFailure), one of them
+// reporting the wave and the others following it, find together exactly
+// what one engine finds, the wave-aware takeover included: the scale-out
+// account stage.
+func TestWaveFollowers(t *testing.T) {
+	evs, _ := waveTakeoverEvents()
+	want := run(t, waveCfg(), testLocator, evs)
+	require.Len(t, ruleOnly(want, shopguard.RuleStuffingWave), 1)
+	require.Len(t, ruleOnly(want, shopguard.RuleAccountTakeover), 1)
+
+	const n = 3
+	split := func(follow bool) []shopguard.Finding {
+		var engines [n]*Engine
+		for i := range engines {
+			e, err := New(waveCfg(), WithLocator(testLocator), WithMetrics(NewMetrics(prometheus.NewRegistry())))
+			require.NoError(t, err)
+			e.FollowWave(i != 0)
+			engines[i] = e
+		}
+		var got []shopguard.Finding
+		for i := range evs {
+			ev := &evs[i]
+			own := int(accountHash(ev.ShopID, ev.Actor) % n)
+			for j, e := range engines {
+				switch {
+				case j == own:
+					got = e.Process(got, ev)
+				case follow:
+					got = e.FollowFailure(got, ev)
+				}
+			}
+		}
+		return got
+	}
+	got := split(true)
+	byID := func(fs []shopguard.Finding) []shopguard.Finding {
+		fs = slices.Clone(fs)
+		slices.SortFunc(fs, func(a, b shopguard.Finding) int { return strings.Compare(a.ID, b.ID) })
+		return fs
+	}
+	require.Equal(t, byID(want), byID(got))
+
+	// Without following, no engine sees the wave.
+	require.Empty(t, ruleOnly(split(false), shopguard.RuleStuffingWave))
 }

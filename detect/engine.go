@@ -122,7 +122,10 @@ type Engine struct {
 
 	// Campaign state (wave.go, watchlist.go).
 	wave *waveState
-	wl   watchState
+	// waveFollower: the engine keeps the platform's wave state but does
+	// not report stuffing_wave (FollowWave).
+	waveFollower bool
+	wl           watchState
 
 	// Per-event memo, so the rules share one lookup.
 	cur     *shopguard.Event
@@ -262,12 +265,7 @@ func (e *Engine) sourceHorizon() time.Duration {
 // returns it. It does not retain ev.
 func (e *Engine) Process(dst []shopguard.Finding, ev *shopguard.Event) []shopguard.Finding {
 	t := ev.Time.UnixNano()
-	if t > e.mark {
-		e.mark = t
-		e.accounts.advance(t)
-		e.sources.advance(t)
-		e.wave.roll(e.cfg.StuffingWave, t)
-	}
+	e.advance(t)
 	switch ev.Action {
 	case shopguard.ActionLoginFailure:
 		a := e.account(ev)
@@ -304,6 +302,15 @@ func (e *Engine) Process(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 		e.m.found(&dst[i])
 	}
 	return dst
+}
+
+// advance moves the engine's event-time watermark to t if t is newer.
+func (e *Engine) advance(t int64) {
+	if t > e.mark {
+		e.mark = t
+		e.accounts.advance(t)
+		e.sources.advance(t)
+	}
 }
 
 // account returns the state of ev's account, creating it. Within one event

@@ -132,7 +132,11 @@ type waveState struct {
 	accts *recent[uint64, waveAcct]
 	addrs *recent[netip.Addr, struct{}]
 
-	hour     int64   // start (unix ns) of the hour being counted; 0 before the first event
+	// The wave keeps its own clock, the newest failed login's time, so
+	// that it depends on the platform's failed logins alone: an engine that
+	// follows them (FollowFailure) keeps exactly the same wave.
+	mark     int64   // newest failed login's time (unix ns)
+	hour     int64   // start (unix ns) of the hour being counted; 0 before the first failed login
 	baseline float64 // EWMA of the hourly counts of complete hours
 	hours    int     // complete hours folded into baseline (capped)
 	fired    int64   // event time of the last stuffing_wave finding
@@ -254,20 +258,28 @@ func (r waveRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopguard
 	c := e.cfg.StuffingWave
 	w := e.wave
 	t := ev.Time.UnixNano()
-	a := e.account(ev)
-	if x := w.accts.note(a.h, t); x != nil {
-		x.v = waveAcct{unknown: ev.Reason == "unknown_user", acct: shopguard.Account{ShopID: a.shop, Actor: a.actor}}
+	w.mark = max(w.mark, t)
+	w.roll(c, w.mark)
+	// By the account's hash and not its state: FollowFailure feeds the
+	// failures of accounts the engine does not keep.
+	h := accountHash(ev.ShopID, ev.Actor)
+	if x := w.accts.note(h, t); x != nil {
+		if x.v.acct == (shopguard.Account{}) {
+			name := ev.ShopID + ev.Actor // a copy: ev's strings may alias a reused buffer
+			x.v.acct = shopguard.Account{ShopID: name[:len(ev.ShopID)], Actor: name[len(ev.ShopID):]}
+		}
+		x.v.unknown = ev.Reason == "unknown_user"
 	}
 	w.addrs.note(ev.IP, t)
-	from := e.mark - int64(time.Hour)
+	from := w.mark - int64(time.Hour)
 	w.accts.expire(from)
 	w.addrs.expire(from)
-	if w.waveID != "" && !w.active(e.mark) {
+	if w.waveID != "" && !w.active(w.mark) {
 		w.endWave()
 	}
 	if w.active(t) {
 		if len(w.waveAccts) < w.accts.cap {
-			w.waveAccts[a.h] = struct{}{}
+			w.waveAccts[h] = struct{}{}
 		}
 		if len(w.waveAddrs) < w.addrs.cap {
 			w.waveAddrs[ev.IP] = struct{}{}
@@ -289,7 +301,35 @@ func (r waveRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopguard
 	w.fired = t
 	f := r.finding(ev, n)
 	w.lastID = f.ID
+	if e.waveFollower {
+		return dst // another engine reports it; this one needs its id
+	}
 	return append(dst, f)
+}
+
+// FollowWave makes the engine a follower of stuffing_wave: it keeps the
+// platform's wave state as usual, for the wave-aware account_takeover, but
+// does not report stuffing_wave itself. A scaled-out account task that is
+// not the wave's reporter is one: every account task follows every failed
+// login of the platform (FollowFailure), and one of them reports.
+func (e *Engine) FollowWave(follow bool) { e.waveFollower = follow }
+
+// FollowFailure feeds ev, a failed login of an account this engine does
+// not keep, to stuffing_wave only, as Process would, and returns dst with
+// the stuffing_wave finding ev raises, if any (none in a follower). It
+// keeps no account or source state and leaves the engine's watermark
+// alone: the wave keeps its own clock. Events that are not failed logins,
+// and engines without stuffing_wave, ignore it.
+func (e *Engine) FollowFailure(dst []shopguard.Finding, ev *shopguard.Event) []shopguard.Finding {
+	if ev.Action != shopguard.ActionLoginFailure || !e.cfg.StuffingWave.Enabled {
+		return dst
+	}
+	n := len(dst)
+	dst = waveRule{e}.Eval(dst, ev)
+	for i := n; i < len(dst); i++ {
+		e.m.found(&dst[i])
+	}
+	return dst
 }
 
 // waveTakeover reports whether a successful login is an account_takeover
@@ -301,7 +341,7 @@ func (e *Engine) waveTakeover(a *account, ev *shopguard.Event, t int64) (why str
 	if !e.cfg.StuffingWave.Enabled || !w.active(t) {
 		return "", false
 	}
-	if _, ok := w.waveAccts[a.h]; !ok {
+	if _, ok := w.waveAccts[accountHash(a.shop, a.actor)]; !ok {
 		return "", false
 	}
 	if _, ok := w.waveAddrs[ev.IP]; !ok {
