@@ -156,8 +156,18 @@ func (s *Runtime) repartition(ctx context.Context, gen *kafkago.Generation, part
 			h := []kafkago.Header{eventHeader(scaleKey{T: st, P: int32(part), Off: m.Offset})}
 			key := make([]byte, 0, len(ev.ShopID)+1+len(ev.Actor))
 			key = append(append(append(key, ev.ShopID...), 0), ev.Actor...)
+			own := partitionOf(key, s.nAccount)
 			out = append(out, kafkago.Message{Topic: s.names.ByAccount, Key: key, Value: value, Headers: h,
-				Time: m.Time, WriterData: partitionOf(key, s.nAccount)})
+				Time: m.Time, WriterData: own})
+			if ev.Action == shopguard.ActionLoginFailure && s.opts.FollowFailures {
+				// Every account task follows every failed login.
+				for q := range s.nAccount {
+					if q != own {
+						out = append(out, kafkago.Message{Topic: s.names.ByAccount, Key: key, Value: value, Headers: h,
+							Time: m.Time, WriterData: q})
+					}
+				}
+			}
 			if ev.Action == shopguard.ActionLoginFailure {
 				sk := s.sourceKey(ev.IP)
 				out = append(out, kafkago.Message{Topic: s.names.BySource, Key: sk, Value: value, Headers: h,

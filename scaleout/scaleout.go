@@ -66,6 +66,19 @@ type Flagger interface {
 	FlagSource(p netip.Prefix, t time.Time, id string)
 }
 
+// WaveFollower is what the account stage's engines implement when
+// Options.FollowFailures is set: every account task follows every failed
+// login of the platform, so that each keeps the platform-wide
+// stuffing_wave state its wave-aware account_takeover needs. The task of
+// by-account partition 0 reports the waves; the others follow them.
+type WaveFollower interface {
+	// FollowFailure feeds a failed login of an account the task does not
+	// own to the wave only, and appends the findings it raises.
+	FollowFailure(dst []shopguard.Finding, ev *shopguard.Event) []shopguard.Finding
+	// FollowWave makes the engine keep the wave without reporting it.
+	FollowWave(follow bool)
+}
+
 // Options are the collaborators of a Runtime.
 type Options struct {
 	// NewEngine returns an engine with empty state for a task of stage
@@ -73,6 +86,11 @@ type Options struct {
 	// rules keyed by account, whose engines must implement Flagger).
 	// Required.
 	NewEngine func(stage string) (Engine, error)
+	// FollowFailures writes every failed login to every by-account
+	// partition, not only to its account's, and makes the account tasks
+	// follow the other accounts' (WaveFollower): for stuffing_wave, which
+	// counts the whole platform.
+	FollowFailures bool
 	// Sink takes the findings of both stages (a record sink returns once
 	// they are durable). Required.
 	Sink shopguard.Sink
@@ -119,6 +137,9 @@ type Options struct {
 //   - Account (group kafka.group-account, on by-account): one engine per
 //     partition with the account rules; every instance reads the flags
 //     topic in full (a global table) and feeds the flags into its engines.
+//     With FollowFailures every failed login goes to every by-account
+//     partition: each task keeps the platform-wide stuffing_wave state
+//     from all of them, and partition 0's reports the waves.
 //
 // Each task re-sorts what it receives into the key order of scaleKey and
 // processes an event only once every input partition's heartbeat (and, in

@@ -26,7 +26,9 @@ type scaleTask struct {
 	log   *slog.Logger
 
 	eng     Engine
-	flagger Flagger // account stage
+	flagger Flagger      // account stage
+	waver   WaveFollower // account stage with Options.FollowFailures
+	key     []byte       // scratch: the event's by-account key
 	order   *scaleOrder
 	next    int64  // next offset of the internal partition to read
 	seq     uint64 // number of the last snapshot written or restored
@@ -174,6 +176,9 @@ func (t *scaleTask) restore(ctx context.Context) error {
 			return errors.New("the account stage's engine cannot take source flags")
 		}
 		t.flagger = f
+		if err := t.follow(); err != nil {
+			return err
+		}
 	}
 	if _, ok := eng.(Snapshotter); !ok {
 		s.warned.Do(func() {
@@ -200,6 +205,9 @@ func (t *scaleTask) restore(ctx context.Context) error {
 				}
 				if t.stage == StageAccount {
 					t.flagger = t.eng.(Flagger)
+					if err := t.follow(); err != nil {
+						return err
+					}
 				}
 				result = restoreUnusable
 			}
@@ -226,6 +234,31 @@ func (t *scaleTask) restore(ctx context.Context) error {
 	s.opts.Scale.restores.WithLabelValues(t.stage, result).Inc()
 	t.log.Debug("task restored", "result", result, "seq", t.seq, "offset", t.next, "buffered", t.order.Len())
 	return nil
+}
+
+// follow sets up an account task's engine to follow the platform's failed
+// logins (Options.FollowFailures): partition 0's reports the waves.
+func (t *scaleTask) follow() error {
+	if !t.s.opts.FollowFailures {
+		return nil
+	}
+	w, ok := t.eng.(WaveFollower)
+	if !ok {
+		return errors.New("the account stage's engine cannot follow failed logins")
+	}
+	w.FollowWave(t.part != 0)
+	t.waver = w
+	return nil
+}
+
+// owns reports whether ev's account is this task's; only failed logins of
+// other accounts reach it (Options.FollowFailures).
+func (t *scaleTask) owns(ev *shopguard.Event) bool {
+	if t.waver == nil || ev.Action != shopguard.ActionLoginFailure {
+		return true
+	}
+	t.key = append(append(append(t.key[:0], ev.ShopID...), 0), ev.Actor...)
+	return partitionOf(t.key, t.s.nAccount) == t.part
 }
 
 // receive takes a batch of messages of the partition into the order
@@ -265,7 +298,7 @@ func (t *scaleTask) process(sinkCtx context.Context) error {
 	}
 	t.fs, t.flagMsgs = t.fs[:0], t.flagMsgs[:0]
 	before := t.order.Len()
-	n := 0
+	n, popped := 0, 0 // events of the task's own keys; all
 	for {
 		ek, hasEv := t.order.Peek()
 		// Beyond max_buffered the oldest events go on regardless.
@@ -293,11 +326,17 @@ func (t *scaleTask) process(sinkCtx context.Context) error {
 		if t.order.Processed(it.K) {
 			t.lateC.Inc()
 		}
-		n++
+		popped++
 		if err := ingest.Decode(it.V, &t.ev); err != nil {
+			n++
 			t.log.Warn("internal event unreadable; skipped", "err", err)
 			continue
 		}
+		if !t.owns(&t.ev) {
+			t.fs = t.waver.FollowFailure(t.fs, &t.ev)
+			continue
+		}
+		n++
 		from := len(t.fs)
 		t.fs = t.eng.Process(t.fs, &t.ev)
 		if t.stage == StageSource {
@@ -306,7 +345,7 @@ func (t *scaleTask) process(sinkCtx context.Context) error {
 			}
 		}
 	}
-	if n > 0 {
+	if popped > 0 {
 		t.dirty = true
 		t.eventsC.Add(float64(n))
 		if o, ok := t.eng.(Observer); ok && t.stage == StageAccount {

@@ -13,22 +13,23 @@ import (
 // The account stage's engines take flags from the source stage, and every
 // engine's state moves with its partition.
 var (
-	_ scaleout.Flagger     = (*detect.Engine)(nil)
-	_ scaleout.Snapshotter = (*detect.Engine)(nil)
-	_ scaleout.Observer    = (*detect.Engine)(nil)
+	_ scaleout.Flagger      = (*detect.Engine)(nil)
+	_ scaleout.Snapshotter  = (*detect.Engine)(nil)
+	_ scaleout.Observer     = (*detect.Engine)(nil)
+	_ scaleout.WaveFollower = (*detect.Engine)(nil)
 )
 
 // stageDetect returns the rules one stage of a scaled-out shopguard runs:
 // the source stage only credential_stuffing and failure_burst, which are
-// keyed by source; the account stage every other rule, keyed by account.
-// stuffing_wave, which counts the whole platform, runs in neither: no task
-// sees all failures (docs/scaling.md), and so neither does the wave-aware
-// account_takeover.
+// keyed by source; the account stage every other rule, keyed by account,
+// and stuffing_wave, which counts the whole platform: every account task
+// follows every failed login (scaleout.Options.FollowFailures), so each
+// has the wave its account_takeover needs, and one reports it.
 func stageDetect(c detect.Config, stage string) detect.Config {
 	c = cloneDetect(c)
-	c.StuffingWave.Enabled = false
 	switch stage {
 	case scaleout.StageSource:
+		c.StuffingWave.Enabled = false
 		c.ImpossibleTravel.Enabled = false
 		c.BruteForce.Enabled = false
 		c.AccountTakeover.Enabled = false
@@ -75,9 +76,6 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 		defer closeGeo()
 		loc = g
 	}
-	if cfg.Detect.StuffingWave.Enabled {
-		l.log.Warn("stuffing_wave is not judged in scale-out: no task sees the whole platform's failures")
-	}
 	// One set of engine metrics for all tasks' engines; the warning about
 	// a missing GeoIP database once, not once per task.
 	dm := detect.NewMetrics(l.reg)
@@ -115,6 +113,7 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 	sinks, im, km, rejects := p.sinks, p.im, p.km, p.rejects
 	so, err := scaleout.New(cfg.Kafka, cfg.ScaleOut, scaleout.Options{
 		NewEngine:      newEngine,
+		FollowFailures: cfg.Detect.StuffingWave.Enabled,
 		Sink:           sinks,
 		IPv4Prefix:     cfg.Detect.CredentialStuffing.IPv4Prefix,
 		IPv6Prefix:     keyPrefix6(cfg.Detect.CredentialStuffing),

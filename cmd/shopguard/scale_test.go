@@ -10,11 +10,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +55,9 @@ type scScenario struct {
 	dir, events, geo string
 	evs              []shopguard.Event
 	want             map[string]shopguard.Finding // what replay finds, by id
+	// settings is configuration YAML (detect, watchlist) that the replay
+	// and every instance share.
+	settings string
 }
 
 func scNewScenario(t *testing.T, n int64) *scScenario {
@@ -68,10 +73,23 @@ func scNewScenario(t *testing.T, n int64) *scScenario {
 	cfg.Seed, cfg.Events, cfg.AttackRate, cfg.Shops, cfg.EventsPerSecond = 11, n, 40, 300, 1
 	g, err := generate.New(cfg)
 	require.NoError(t, err)
-	var buf bytes.Buffer
+	var evs []shopguard.Event
 	var ev shopguard.Event
-	var last time.Time
 	for g.Next(&ev) {
+		evs = append(evs, ev)
+	}
+	s.replay(t, evs)
+	return s
+}
+
+// replay writes evs (in time order) as the scenario's events, made
+// distinct in time, and replays them with the scenario's settings for the
+// findings to expect.
+func (s *scScenario) replay(t *testing.T, evs []shopguard.Event) {
+	t.Helper()
+	var buf bytes.Buffer
+	var last time.Time
+	for _, ev := range evs {
 		// Distinct times: the order of events with equal times is the one
 		// thing a partitioned topic cannot carry (docs/scaling.md).
 		if !ev.Time.After(last) {
@@ -84,17 +102,14 @@ func scNewScenario(t *testing.T, n int64) *scScenario {
 	require.NoError(t, os.WriteFile(s.events, buf.Bytes(), 0o644))
 
 	out := filepath.Join(s.dir, "replay.jsonl")
-	// Scale-out runs no stuffing_wave (no task sees the whole platform):
-	// the replay to compare with runs without it too.
-	nowave := filepath.Join(s.dir, "nowave.yml")
-	require.NoError(t, os.WriteFile(nowave, []byte("detect:\n  stuffing_wave:\n    enabled: false\n"), 0o644))
+	settings := filepath.Join(s.dir, "settings.yml")
+	require.NoError(t, os.WriteFile(settings, []byte(s.settings), 0o644))
 	var stderr bytes.Buffer
-	code := Main(context.Background(), []string{"replay", "--config", nowave, "--geoip", s.geo, "--out", out, s.events}, nil, io.Discard, &stderr)
+	code := Main(context.Background(), []string{"replay", "--config", settings, "--geoip", s.geo, "--out", out, s.events}, nil, io.Discard, &stderr)
 	require.Equal(t, 0, code, stderr.String())
 	b, err := os.ReadFile(out)
 	require.NoError(t, err)
 	s.want = scFindingsOf(t, bytes.Split(bytes.TrimSpace(b), []byte("\n")))
-	return s
 }
 
 // scFindingsOf parses findings, de-duplicated by id; a repeated id must
@@ -239,7 +254,7 @@ scale_out:
   idle_timeout: %s
 sinks:
   kafka: {topic: %s}
-`, listen, s.geo, c.Addrs()[0], scAudit, scGroup, session, snapshots, idle, scFindings)
+%s`, listen, s.geo, c.Addrs()[0], scAudit, scGroup, session, snapshots, idle, scFindings, s.settings)
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
 	return path
 }
@@ -736,5 +751,71 @@ func TestScaleOutKillMatchesReplay(t *testing.T) {
 	t.Logf("instance-a killed after at least %v account events; %v events processed again after the kill",
 		killedAt, killedAt+survivors-float64(len(s.evs)))
 	require.NotZero(t, killedAt, "instance-a was killed before it did anything")
+	scRequireEqual(t, s, c)
+}
+
+// scWaveEvents is a platform whose failed logins (5 accounts an hour for
+// four hours) are followed by a stuffing wave of a leaked list (100
+// accounts, each from its own address), after which ten accounts of the
+// list log in, with a script, from the address another account of the
+// list failed from: ten account_takeovers of the wave, each decided in
+// the task of its account from failures other tasks' accounts made.
+func scWaveEvents() []shopguard.Event {
+	t0 := time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)
+	const safari = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"
+	ev := func(d time.Duration, shop, actor string, a shopguard.Action, ip, ua string) shopguard.Event {
+		return shopguard.Event{Time: t0.Add(d), ShopID: shop, Actor: actor, Action: a, IP: netip.MustParseAddr(ip), UserAgent: ua}
+	}
+	var evs []shopguard.Event
+	for i, d := range []time.Duration{-72, -48, -24, 1} {
+		evs = append(evs, ev(d*time.Hour, "shop-o", "owner", shopguard.ActionLoginSuccess, fmt.Sprintf("126.0.0.%d", 10+i), safari))
+	}
+	for h := range 4 {
+		for i := range 5 {
+			evs = append(evs, ev(time.Duration(h)*time.Hour+time.Duration(i)*time.Minute, fmt.Sprintf("base-%d-%d", h, i), "owner",
+				shopguard.ActionLoginFailure, fmt.Sprintf("%d.%d.0.1", 1+i, h+1), safari))
+		}
+	}
+	wave := 4*time.Hour + 30*time.Minute
+	addr := func(i int) string { return fmt.Sprintf("%d.%d.%d.7", 100+i%100, i/100, i%250) }
+	for i := range 100 {
+		f := ev(wave+time.Duration(i)*2*time.Second, fmt.Sprintf("list-%d", i), "admin", shopguard.ActionLoginFailure, addr(i), "python-requests/2.32")
+		f.Reason = "unknown_user"
+		evs = append(evs, f)
+	}
+	for i := range 10 {
+		evs = append(evs, ev(wave+10*time.Minute+time.Duration(i)*time.Second, fmt.Sprintf("list-%d", 10+i), "admin",
+			shopguard.ActionLoginSuccess, addr(50+i), "curl/8.7.1"))
+	}
+	// From an address that did not fail in the wave: not one.
+	evs = append(evs, ev(wave+20*time.Minute, "list-70", "admin", shopguard.ActionLoginSuccess, "9.9.9.9", "curl/8.7.1"))
+	slices.SortStableFunc(evs, func(a, b shopguard.Event) int { return a.Time.Compare(b.Time) })
+	return evs
+}
+
+// TestScaleOutWaveMatchesReplay: the platform-wide stuffing_wave and the
+// takeovers of the wave are found scaled out exactly as one replay finds
+// them, though every account task sees only its accounts' logins.
+func TestScaleOutWaveMatchesReplay(t *testing.T) {
+	s := &scScenario{dir: t.TempDir(), settings: "detect:\n  stuffing_wave: {warm_up_hours: 3}\n"}
+	s.events = filepath.Join(s.dir, "events.jsonl")
+	s.geo = filepath.Join(s.dir, "demo.mmdb")
+	require.NoError(t, geodemo.Write(s.geo, geodemo.Cities))
+	s.replay(t, scWaveEvents())
+	by := scByRule(s.want)
+	require.Equal(t, 1, by[shopguard.RuleStuffingWave], "%v", by)
+	require.Equal(t, 10, by[shopguard.RuleAccountTakeover+"/"+shopguard.RuleStuffingWave], "%v", by)
+
+	c := scCluster(t)
+	scProduce(t, c, s.evs, 3)
+	ins := []*scInstance{scStart(t, s, c, "instance-1"), scStart(t, s, c, "instance-2")}
+	scWaitDone(t, c, ins, 50*time.Second)
+	var processed float64
+	for _, in := range ins {
+		n, _ := in.metric("shopguard_engine_events_total", "")
+		processed += n
+		in.stop(t)
+	}
+	require.Equal(t, float64(len(s.evs)), processed, "every event processed once by the account stage, followed failures not counted")
 	scRequireEqual(t, s, c)
 }
