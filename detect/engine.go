@@ -183,6 +183,9 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
+	if e.wl.list == nil {
+		e.wl.list = new(SharedWatchlist)
+	}
 	for _, n := range cfg.Allowlist {
 		e.allow = append(e.allow, n.Prefix)
 	}
@@ -427,10 +430,12 @@ func (e *Engine) observe(b *shopguard.Batch) {
 	}
 	e.m.entries.WithLabelValues("account").Set(float64(e.accounts.len()))
 	e.m.entries.WithLabelValues("source").Set(float64(e.sources.len()))
-	wc := e.WatchCounts()
-	e.m.watch.WithLabelValues("listed").Set(float64(wc.Listed))
-	e.m.watch.WithLabelValues("rotated").Set(float64(wc.Rotated))
-	e.m.watch.WithLabelValues("unrotated").Set(float64(wc.Unrotated))
+	e.m.SetWatchCounts(e.WatchCounts())
+	e.observeWave()
+}
+
+// observeWave sets the wave's gauges.
+func (e *Engine) observeWave() {
 	if e.cfg.StuffingWave.Enabled {
 		ws := e.WaveStats()
 		e.m.waveNow.Set(float64(ws.Failing))

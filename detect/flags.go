@@ -48,4 +48,7 @@ func (e *Engine) Observe(events int) {
 	if e.mark > 0 {
 		e.m.lag.Set(e.now().Sub(time.Unix(0, e.mark)).Seconds())
 	}
+	// Every account task follows the platform's wave (FollowFailure), so
+	// any of them has its figures.
+	e.observeWave()
 }

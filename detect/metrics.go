@@ -110,3 +110,12 @@ func (m *Metrics) countSensitive(a shopguard.Action) {
 		m.sensitive.WithLabelValues(a.String()).Inc()
 	}
 }
+
+// SetWatchCounts sets shopguard_watchlist_accounts; a scaled-out
+// shopguard sets it from every task's rotations (Engine.TakeRotations),
+// which no one engine holds.
+func (m *Metrics) SetWatchCounts(c WatchCounts) {
+	m.watch.WithLabelValues("listed").Set(float64(c.Listed))
+	m.watch.WithLabelValues("rotated").Set(float64(c.Rotated))
+	m.watch.WithLabelValues("unrotated").Set(float64(c.Unrotated))
+}

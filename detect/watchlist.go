@@ -90,6 +90,10 @@ func (w *Watchlist) Len() int {
 // Has reports whether the account is listed.
 func (w *Watchlist) Has(shop, actor string) bool { return w.has(accountHash(shop, actor)) }
 
+// HasKey reports whether the account with the key TakeRotations reports
+// is listed.
+func (w *Watchlist) HasKey(key uint64) bool { return w.has(key) }
+
 func (w *Watchlist) has(h uint64) bool {
 	if w == nil {
 		return false
@@ -108,17 +112,53 @@ type WatchCounts struct {
 // swapped in atomically from any goroutine, and the rotations the engine
 // has seen, which are event-time state and part of the checkpoint.
 type watchState struct {
-	list    atomic.Pointer[Watchlist]
+	list    *SharedWatchlist // the engine's own unless WithWatchlist
 	rotated map[uint64]int64 // account hash → event time of its rotation
 	fired   map[uint64]int64 // account hash → last leaked_credential_use finding
 	seenFor *Watchlist       // the list the counts below were computed for
 	counts  WatchCounts
+
+	// Rotations recorded since the last TakeRotations, from its first call.
+	report bool
+	fresh  []rotation
 }
+
+type rotation struct{ h, t uint64 }
+
+// SharedWatchlist is the current watchlist of any number of engines
+// (WithWatchlist): Set replaces it for all of them at once.
+type SharedWatchlist struct{ p atomic.Pointer[Watchlist] }
+
+// Set replaces the list; nil clears it. It is safe to call from any
+// goroutine while the engines run; they use the new list from their next
+// event.
+func (s *SharedWatchlist) Set(w *Watchlist) { s.p.Store(w) }
+
+// Load returns the current list (nil: none).
+func (s *SharedWatchlist) Load() *Watchlist { return s.p.Load() }
+
+// WithWatchlist makes the engine use the list s holds (the tasks of a
+// scaled-out shopguard share one); SetWatchlist then sets s.
+func WithWatchlist(s *SharedWatchlist) Option { return func(e *Engine) { e.wl.list = s } }
 
 // SetWatchlist replaces the watchlist. It is safe to call from any
 // goroutine while the engine runs; the engine uses the new list from its
 // next event. nil clears it.
-func (e *Engine) SetWatchlist(w *Watchlist) { e.wl.list.Store(w) }
+func (e *Engine) SetWatchlist(w *Watchlist) { e.wl.list.Set(w) }
+
+// TakeRotations calls f with the key (Watchlist.HasKey) and event time of
+// each rotation the engine recorded since the last call, and forgets them:
+// for a scaled-out shopguard, whose instances count every task's rotations
+// (shopguard_watchlist_accounts). Rotations are recorded for it from its
+// first call on. A rotation recorded again with an earlier time is
+// reported again.
+func (e *Engine) TakeRotations(f func(key uint64, at int64)) {
+	e.wl.report = true
+	for _, r := range e.wl.fresh {
+		f(r.h, int64(r.t))
+	}
+	e.wl.fresh = e.wl.fresh[:0]
+}
 
 // rotate records a password change or reset of a listed account.
 func (e *Engine) rotate(ev *shopguard.Event) {
@@ -134,6 +174,9 @@ func (e *Engine) rotate(ev *shopguard.Event) {
 	if old, ok := e.wl.rotated[h]; !ok || t < old {
 		e.wl.rotated[h] = t
 		e.wl.seenFor = nil // recount
+		if e.wl.report {
+			e.wl.fresh = append(e.wl.fresh, rotation{h, uint64(t)})
+		}
 	}
 }
 

@@ -28,6 +28,11 @@ type scaleFlags struct {
 	nSrc   int      // partitions of the by-source topic
 	front  scaleKey // cached frontier
 	newest int64    // newest flag time, for pruning
+
+	// Watchlist rotations of every account task (Rotator): account key →
+	// earliest event time. Never pruned: one entry per listed account that
+	// rotated.
+	rotations map[uint64]int64
 }
 
 // flagInbox is where the table leaves new flags for one account task.
@@ -55,7 +60,35 @@ func (b *flagInbox) take(dst *[]scaleFlag) int {
 }
 
 func newScaleFlags(nFlags, nSrc int) *scaleFlags {
-	return &scaleFlags{wm: map[[2]int]scaleKey{}, subs: map[*flagInbox]struct{}{}, nFlags: nFlags, nSrc: nSrc, front: scaleKeyMin}
+	return &scaleFlags{wm: map[[2]int]scaleKey{}, subs: map[*flagInbox]struct{}{}, nFlags: nFlags, nSrc: nSrc, front: scaleKeyMin,
+		rotations: map[uint64]int64{}}
+}
+
+func (t *scaleFlags) addRotation(acct uint64, at int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old, ok := t.rotations[acct]; !ok || at < old {
+		t.rotations[acct] = at
+	}
+}
+
+// Rotations returns how many accounts, of those listed reports listed,
+// the account tasks of all instances have seen rotate (Rotator), as far as
+// this instance has read the flags topic; 0 before Run has set it up.
+func (s *Runtime) Rotations(listed func(acct uint64) bool) int {
+	t := s.flags
+	if t == nil {
+		return 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for k := range t.rotations {
+		if listed(k) {
+			n++
+		}
+	}
+	return n
 }
 
 // subscribe registers a task whose state covers everything up to done: it
@@ -171,6 +204,15 @@ func (s *Runtime) readFlags(ctx context.Context, fp int) {
 			if kafka.Sleep(ctx, s.kc.RetryBackoff) != nil {
 				return
 			}
+			continue
+		}
+		if len(m.Value) > 0 && m.Value[0] == wireRotation {
+			acct, at, err := parseRotation(m.Value)
+			if err != nil {
+				log.Warn("unreadable flags record skipped", "offset", m.Offset, "err", err)
+				continue
+			}
+			s.flags.addRotation(acct, at)
 			continue
 		}
 		kind, f, q, bound, err := parseFlagsRecord(m.Key, m.Value)

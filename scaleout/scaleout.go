@@ -79,6 +79,16 @@ type WaveFollower interface {
 	FollowWave(follow bool)
 }
 
+// Rotator is an account-stage engine that records the rotations of a
+// watchlist (a listed account's password change or reset): the task
+// publishes each to the flags topic, so that every instance can count all
+// of them (Runtime.Rotations), which no one task holds.
+type Rotator interface {
+	// TakeRotations calls f for each rotation recorded since the last
+	// call; the first call starts the record.
+	TakeRotations(f func(acct uint64, at int64))
+}
+
 // Options are the collaborators of a Runtime.
 type Options struct {
 	// NewEngine returns an engine with empty state for a task of stage

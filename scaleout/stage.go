@@ -28,6 +28,7 @@ type scaleTask struct {
 	eng     Engine
 	flagger Flagger      // account stage
 	waver   WaveFollower // account stage with Options.FollowFailures
+	rotator Rotator      // account stage, if the engine is one
 	key     []byte       // scratch: the event's by-account key
 	order   *scaleOrder
 	next    int64  // next offset of the internal partition to read
@@ -179,6 +180,7 @@ func (t *scaleTask) restore(ctx context.Context) error {
 		if err := t.follow(); err != nil {
 			return err
 		}
+		t.recordRotations()
 	}
 	if _, ok := eng.(Snapshotter); !ok {
 		s.warned.Do(func() {
@@ -208,6 +210,7 @@ func (t *scaleTask) restore(ctx context.Context) error {
 					if err := t.follow(); err != nil {
 						return err
 					}
+					t.recordRotations()
 				}
 				result = restoreUnusable
 			}
@@ -249,6 +252,16 @@ func (t *scaleTask) follow() error {
 	w.FollowWave(t.part != 0)
 	t.waver = w
 	return nil
+}
+
+// recordRotations starts an account task's engine's record of rotations,
+// if it keeps one.
+func (t *scaleTask) recordRotations() {
+	t.rotator = nil
+	if r, ok := t.eng.(Rotator); ok {
+		r.TakeRotations(func(uint64, int64) {})
+		t.rotator = r
+	}
 }
 
 // owns reports whether ev's account is this task's; only failed logins of
@@ -356,6 +369,20 @@ func (t *scaleTask) process(sinkCtx context.Context) error {
 	if len(t.fs) > 0 {
 		if err := t.s.opts.Sink.Send(sinkCtx, t.fs...); err != nil {
 			return err
+		}
+	}
+	if t.rotator != nil {
+		t.rotator.TakeRotations(func(acct uint64, at int64) {
+			m := rotationMessage(acct, at)
+			m.Topic, m.WriterData = t.s.names.Flags, partitionOf(m.Key, t.s.nFlags)
+			t.flagMsgs = append(t.flagMsgs, m)
+		})
+		if len(t.flagMsgs) > 0 {
+			// Before the snapshot that holds them: a task that fails
+			// here is redone from the last snapshot, and publishes again.
+			if err := t.s.write(sinkCtx, t.flagMsgs); err != nil {
+				return err
+			}
 		}
 	}
 	if t.stage == StageSource && (len(t.flagMsgs) > 0 || !t.hasPublished || limit != t.published) {

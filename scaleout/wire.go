@@ -25,6 +25,7 @@ const (
 	wireHeartbeat = 'h' // t p next idle
 	wireFlag      = 'f' // key, event time, finding id (flags topic)
 	wireWatermark = 'w' // source partition, bound (flags topic)
+	wireRotation  = 'r' // account key, event time (flags topic)
 )
 
 var errWire = errors.New("malformed internal message")
@@ -103,6 +104,23 @@ func watermarkKey(q int) []byte { return []byte("watermark/" + strconv.Itoa(q)) 
 func watermarkMessage(q int, bound scaleKey) kafkago.Message {
 	v := binary.BigEndian.AppendUint32([]byte{wireWatermark}, uint32(q))
 	return kafkago.Message{Key: watermarkKey(q), Value: appendKey(v, bound)}
+}
+
+// rotationMessage says that the account with key acct (Rotator) rotated
+// its listed password at event time at. Keyed by the account, so that
+// compaction keeps one record an account.
+func rotationMessage(acct uint64, at int64) kafkago.Message {
+	v := binary.BigEndian.AppendUint64([]byte{wireRotation}, acct)
+	v = binary.BigEndian.AppendUint64(v, uint64(at))
+	return kafkago.Message{Key: fmt.Appendf(nil, "rotated/%016x", acct), Value: v}
+}
+
+// parseRotation reads what rotationMessage wrote.
+func parseRotation(v []byte) (acct uint64, at int64, err error) {
+	if len(v) != 17 || v[0] != wireRotation {
+		return 0, 0, errWire
+	}
+	return binary.BigEndian.Uint64(v[1:]), int64(binary.BigEndian.Uint64(v[9:])), nil
 }
 
 // parseFlagsRecord reads a flags-topic record.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/shopguard/shopguard/detect"
 	"github.com/shopguard/shopguard/ingest"
@@ -64,9 +65,6 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 	if err := cfg.Kafka.Validate(); err != nil {
 		return usageErr{err}
 	}
-	if cfg.Watchlist.Path != "" {
-		return usageErr{errors.New("watchlist.path: the watchlist is not supported with scale_out.enabled yet (its engines come and go with the partitions); run one instance, or remove it")}
-	}
 	loc := l.loc
 	if loc == nil {
 		g, closeGeo, err := openGeoIP(cfg.GeoIP, l.reg, l.log)
@@ -84,8 +82,15 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 		l.log.Warn("no GeoIP database: impossible_travel is not judged; pass --geoip or set geoip.path")
 		engLog = slog.New(slog.DiscardHandler)
 	}
+	// One watchlist for all tasks' engines; each keeps the rotations of
+	// its accounts.
+	list := new(detect.SharedWatchlist)
+	wl, err := startWatchlist(cfg.Watchlist, list.Set, l.reg, l.log)
+	if err != nil {
+		return err
+	}
 	newEngine := func(stage string) (scaleout.Engine, error) {
-		opts := []detect.Option{detect.WithMetrics(dm), detect.WithLogger(engLog)}
+		opts := []detect.Option{detect.WithMetrics(dm), detect.WithLogger(engLog), detect.WithWatchlist(list)}
 		if loc != nil {
 			opts = append(opts, detect.WithLocator(loc))
 		}
@@ -137,8 +142,42 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 	}
 	// The instance: on interrupt every task snapshots and commits, then
 	// the groups are left.
+	work := so.Run
+	if wl != nil {
+		work = withWatchlist(wl, func(ctx context.Context) error {
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() { defer close(done); countWatchlist(so, list, dm, stop) }()
+			defer func() { close(stop); <-done }()
+			return so.Run(ctx)
+		})
+	}
 	names := so.Names()
-	return l.runActors(ctx, ready, sinks, so.Run, "shopguard running scaled out",
+	return l.runActors(ctx, ready, sinks, work, "shopguard running scaled out",
 		"listen", "", "brokers", cfg.Kafka.Brokers, "topic", cfg.Kafka.Topic, "group", cfg.Kafka.Group,
 		"by_account", names.ByAccount, "by_source", names.BySource, "flags", names.Flags, "changelog", names.Changelog)
+}
+
+// watchCountInterval is how often a scaled-out instance recounts the
+// watchlist gauges.
+const watchCountInterval = 2 * time.Second
+
+// countWatchlist sets shopguard_watchlist_accounts until stop is closed:
+// the list's accounts, and the rotations the account tasks of all
+// instances published to the flags topic. Every instance thus shows the
+// platform's figures.
+func countWatchlist(so *scaleout.Runtime, list *detect.SharedWatchlist, m *detect.Metrics, stop <-chan struct{}) {
+	t := time.NewTicker(watchCountInterval)
+	defer t.Stop()
+	for {
+		l := list.Load()
+		c := detect.WatchCounts{Listed: l.Len(), Rotated: so.Rotations(l.HasKey)}
+		c.Unrotated = c.Listed - c.Rotated
+		m.SetWatchCounts(c)
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -819,3 +819,77 @@ func TestScaleOutWaveMatchesReplay(t *testing.T) {
 	require.Equal(t, float64(len(s.evs)), processed, "every event processed once by the account stage, followed failures not counted")
 	scRequireEqual(t, s, c)
 }
+
+// scWatchlistEvents: six listed shop owners who log in from home, two of
+// whom change their password; then each fails three times from a stranger's
+// address and logs in from a network new to it. The four unrotated ones
+// give a brute_force (threshold 3, not 10) and a leaked_credential_use.
+func scWatchlistEvents(t *testing.T, dir string) (evs []shopguard.Event, list string) {
+	t0 := time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)
+	const safari = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"
+	ev := func(d time.Duration, i int, a shopguard.Action, ip string) shopguard.Event {
+		return shopguard.Event{Time: t0.Add(d), ShopID: fmt.Sprintf("shop-w%d", i), Actor: "owner", Action: a, IP: netip.MustParseAddr(ip), UserAgent: safari}
+	}
+	var lines strings.Builder
+	for i := range 6 {
+		fmt.Fprintf(&lines, "shop-w%d\towner\n", i)
+		for _, d := range []time.Duration{-72, -48, -24} {
+			evs = append(evs, ev(d*time.Hour+time.Duration(i)*time.Minute, i, shopguard.ActionLoginSuccess, fmt.Sprintf("126.0.%d.10", i)))
+		}
+		if i < 2 {
+			evs = append(evs, ev(time.Hour+time.Duration(i)*time.Minute, i, shopguard.ActionPasswordChange, fmt.Sprintf("126.0.%d.10", i)))
+		}
+		for j := range 3 {
+			evs = append(evs, ev(2*time.Hour+time.Duration(i)*time.Minute+time.Duration(j)*time.Second, i, shopguard.ActionLoginFailure, fmt.Sprintf("7.7.%d.%d", i, j)))
+		}
+		evs = append(evs, ev(3*time.Hour+time.Duration(i)*time.Minute, i, shopguard.ActionLoginSuccess, fmt.Sprintf("8.8.%d.1", i)))
+	}
+	fmt.Fprintf(&lines, "shop-never\tseen\n")
+	list = filepath.Join(dir, "leaked.tsv")
+	require.NoError(t, os.WriteFile(list, []byte(lines.String()), 0o644))
+	slices.SortStableFunc(evs, func(a, b shopguard.Event) int { return a.Time.Compare(b.Time) })
+	return evs, list
+}
+
+// TestScaleOutWatchlistMatchesReplay: with a watchlist, the lowered
+// brute_force threshold, leaked_credential_use and rotations work scaled
+// out as in one replay, and every instance's gauges count the rotations of
+// all instances' tasks.
+func TestScaleOutWatchlistMatchesReplay(t *testing.T) {
+	s := &scScenario{dir: t.TempDir()}
+	s.events = filepath.Join(s.dir, "events.jsonl")
+	s.geo = filepath.Join(s.dir, "demo.mmdb")
+	require.NoError(t, geodemo.Write(s.geo, geodemo.Cities))
+	evs, list := scWatchlistEvents(t, s.dir)
+	s.settings = fmt.Sprintf("watchlist: {path: %q}\n", list)
+	s.replay(t, evs)
+	by := scByRule(s.want)
+	require.Equal(t, 4, by[shopguard.RuleBruteForce], "%v", by)
+	// The new network after the rotations: the four unrotated accounts.
+	// (Their home logins, while their profiles learn, are too.)
+	var fromNew []string
+	for _, f := range s.want {
+		if f.Rule == shopguard.RuleLeakedCredentialUse && strings.HasPrefix(f.IP, "8.8.") {
+			fromNew = append(fromNew, f.ShopID)
+		}
+	}
+	slices.Sort(fromNew)
+	require.Equal(t, []string{"shop-w2", "shop-w3", "shop-w4", "shop-w5"}, fromNew, "%v", by)
+
+	c := scCluster(t)
+	scProduce(t, c, s.evs, 5)
+	ins := []*scInstance{scStart(t, s, c, "instance-1"), scStart(t, s, c, "instance-2")}
+	scWaitDone(t, c, ins, 50*time.Second)
+	for _, in := range ins {
+		for state, want := range map[string]float64{"listed": 7, "rotated": 2, "unrotated": 5} {
+			require.Eventually(t, func() bool {
+				v, _ := in.metric("shopguard_watchlist_accounts", `state="`+state+`"`)
+				return v == want
+			}, 10*time.Second, 100*time.Millisecond, "%s: shopguard_watchlist_accounts{state=%q}", in.name, state)
+		}
+	}
+	for _, in := range ins {
+		in.stop(t)
+	}
+	scRequireEqual(t, s, c)
+}
