@@ -338,8 +338,17 @@ func (e *Engine) Restore(r io.Reader) error {
 	}
 	d := decoder{b: body[snapshotHeader:]}
 	fp := e.cfg.fingerprint(v)
+	waveless := false
 	if got := d.take(len(fp)); d.err == nil && !bytes.Equal(got, fp[:]) {
-		return fmt.Errorf("%w: taken with other detect settings (thresholds, windows or allowlist changed)", ErrCheckpoint)
+		// An engine that now runs stuffing_wave takes the snapshot of one
+		// that did not (the account stage of a scaled-out shopguard before
+		// it followed the wave): it holds no wave, which starts anew.
+		nw := e.cfg
+		nw.StuffingWave.Enabled = false
+		if alt := nw.fingerprint(v); !e.cfg.StuffingWave.Enabled || !bytes.Equal(got, alt[:]) {
+			return fmt.Errorf("%w: taken with other detect settings (thresholds, windows or allowlist changed)", ErrCheckpoint)
+		}
+		waveless = true
 	}
 	mark := d.varint()
 	var last uint64 // key of the previous account: keys ascend in each generation
@@ -398,8 +407,13 @@ func (e *Engine) Restore(r io.Reader) error {
 	e.accounts, e.sources, e.mark = accounts, sources, mark
 	e.wave, e.wl.rotated, e.wl.fired, e.wl.seenFor = wave, rotated, leakedAt, nil
 	e.cur, e.curAcct, e.propsOf = nil, nil, nil
-	if v < snapshotVersion {
+	switch {
+	case v < snapshotVersion:
 		e.log.Warn("restored a snapshot of format version 3, which holds no campaign state: the stuffing_wave baseline starts its warm-up again",
+			"warm_up_hours", e.cfg.StuffingWave.WarmUp)
+	case waveless:
+		e.wave = newWaveState(e.cfg)
+		e.log.Warn("restored a snapshot taken without stuffing_wave: its baseline starts its warm-up now",
 			"warm_up_hours", e.cfg.StuffingWave.WarmUp)
 	}
 	return nil

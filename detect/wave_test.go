@@ -274,3 +274,37 @@ func TestWatchlistBruteForce(t *testing.T) {
 	e2.SetWatchlist(w)
 	require.Equal(t, WatchCounts{Listed: 1, Rotated: 1}, e2.WatchCounts())
 }
+
+// TestWavelessSnapshot: an engine that now runs stuffing_wave restores the
+// snapshot of one that did not (a scaled-out account stage before it
+// followed the wave), with its other state and a wave warming up anew;
+// any other change of settings is still refused, and so is the reverse.
+func TestWavelessSnapshot(t *testing.T) {
+	off := waveCfg()
+	off.StuffingWave.Enabled = false
+	e, err := New(off)
+	require.NoError(t, err)
+	for _, ev := range waveBase(4, 5) {
+		e.Process(nil, &ev)
+	}
+	var buf bytes.Buffer
+	require.NoError(t, e.Snapshot(&buf))
+
+	on, err := New(waveCfg())
+	require.NoError(t, err)
+	require.NoError(t, on.Restore(bytes.NewReader(buf.Bytes())))
+	require.Equal(t, e.Stats(), on.Stats())
+	require.False(t, on.WaveStats().WarmedUp)
+
+	other := waveCfg()
+	other.StuffingWave.Min = 51
+	o, err := New(other)
+	require.NoError(t, err)
+	require.ErrorIs(t, o.Restore(bytes.NewReader(buf.Bytes())), ErrCheckpoint)
+
+	back, err := New(off)
+	require.NoError(t, err)
+	buf.Reset()
+	require.NoError(t, on.Snapshot(&buf))
+	require.ErrorIs(t, back.Restore(bytes.NewReader(buf.Bytes())), ErrCheckpoint)
+}
