@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -52,6 +54,7 @@ type benchResult struct {
 	Findings  int     `json:"findings"`
 	Accounts  int     `json:"accounts"`
 	Sources   int     `json:"sources"`
+	Evicted   int64   `json:"evicted"` // accounts and sources evicted at their caps
 }
 
 func runBench(ctx context.Context, e env, args []string) int {
@@ -70,12 +73,13 @@ func runBench(ctx context.Context, e env, args []string) int {
 		liveRounds           int
 		lateness             time.Duration
 		cpuProfile           string
+		config               string
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(e.stderr, benchUsage); fs.PrintDefaults() }
 	fs.StringVar(&sizes, "events", "1000000", "comma-separated event counts to measure, e.g. 100000,1000000,3000000")
 	fs.StringVar(&dir, "dir", filepath.Join(os.TempDir(), "shopguard-bench"), "`directory` for the generated files (reused)")
-	fs.StringVar(&workload, "workload", "realistic", "realistic (generator traffic) or distinct (a new account and address per event)")
+	fs.StringVar(&workload, "workload", "realistic", "realistic (generator traffic), distinct (a new account and address per event) or accounts (events/2 accounts logging in twice: the memory budget)")
 	fs.IntVar(&workers, "workers", 0, "replay decoders (0: one per CPU)")
 	fs.BoolVar(&live, "live", false, "measure the live path through the embedded broker instead (consume rate vs kafka-go, latency)")
 	fs.Float64Var(&liveRate, "live-rate", 20000, "with --live: produce rate for the latency measurement, events/s")
@@ -83,6 +87,7 @@ func runBench(ctx context.Context, e env, args []string) int {
 	fs.IntVar(&liveRounds, "live-rounds", 2, "with --live: alternating pairs of raw and shopguard consumes")
 	fs.DurationVar(&lateness, "lateness", kafka.DefaultConfig.Lateness, "with --live: kafka.lateness of the shopguard consumer (0: partitions as fetched, no merge)")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "with --live: write a CPU profile of the run to this `file`")
+	fs.StringVar(&config, "config", "", "configuration `file` for the replay runs (e.g. state.memory_bytes), over the defaults")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
 	}
@@ -111,8 +116,8 @@ func runBench(ctx context.Context, e env, args []string) int {
 		}
 		return benchLive(ctx, e, dir, n, liveRate, liveSeconds, liveRounds, lateness)
 	}
-	if workload != "realistic" && workload != "distinct" {
-		return usageError(e, "bench", "--workload: %q is not realistic or distinct", workload)
+	if workload != "realistic" && workload != "distinct" && workload != "accounts" {
+		return usageError(e, "bench", "--workload: %q is not realistic, distinct or accounts", workload)
 	}
 	var ns []int64
 	for _, s := range strings.Split(sizes, ",") {
@@ -138,7 +143,7 @@ func runBench(ctx context.Context, e env, args []string) int {
 	}
 
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "workload\tevents\trun\tseconds\tevents/s\tvs naive\tallocs/event\tpeak RSS MiB\tfindings\taccounts\tsources\t\n")
+	fmt.Fprintf(tw, "workload\tevents\trun\tseconds\tevents/s\tvs naive\tallocs/event\tpeak RSS MiB\tfindings\taccounts\tsources\tevicted\tB/account\t\n")
 	for _, n := range ns {
 		file := filepath.Join(dir, fmt.Sprintf("%s-%d.jsonl", workload, n))
 		if _, err := os.Stat(file); err != nil {
@@ -150,7 +155,7 @@ func runBench(ctx context.Context, e env, args []string) int {
 		}
 		var naive benchResult
 		for _, mode := range []string{"naive", "replay"} {
-			cmd := exec.CommandContext(ctx, self, "bench", "child", mode, file, geo, strconv.Itoa(workers))
+			cmd := exec.CommandContext(ctx, self, "bench", "child", mode, file, geo, strconv.Itoa(workers), config)
 			cmd.Stderr = e.stderr
 			out, err := cmd.Output()
 			if err != nil {
@@ -167,8 +172,13 @@ func runBench(ctx context.Context, e env, args []string) int {
 			}
 			rate := float64(r.Events) / r.Seconds
 			ratio := rate / (float64(naive.Events) / naive.Seconds)
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%.2f\t%.0f\t%.2f×\t%.2f\t%.0f\t%d\t%d\t%d\t\n", workload, r.Events, mode, r.Seconds, rate, ratio,
-				float64(r.Allocs)/float64(max(r.Events, 1)), float64(r.MaxRSSKiB)/1024, r.Findings, r.Accounts, r.Sources)
+			// The budget of issue 17: (peak RSS − 100 MiB) per account held.
+			perAccount := "-"
+			if r.Accounts > 0 {
+				perAccount = strconv.FormatInt((r.MaxRSSKiB*1024-100<<20)/int64(r.Accounts), 10)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%.2f\t%.0f\t%.2f×\t%.2f\t%.0f\t%d\t%d\t%d\t%d\t%s\t\n", workload, r.Events, mode, r.Seconds, rate, ratio,
+				float64(r.Allocs)/float64(max(r.Events, 1)), float64(r.MaxRSSKiB)/1024, r.Findings, r.Accounts, r.Sources, r.Evicted, perAccount)
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -219,6 +229,27 @@ func writeBenchFile(path, workload string, n int64) error {
 				return err
 			}
 		}
+	case "accounts":
+		// n/2 accounts, each logging in twice with a browser and a session
+		// id, each time from another address of its city: every account first in
+		// the first 12 hours of event time, then again in the next 12, so
+		// that all are held at the end.
+		start := generate.DefaultConfig.Start
+		half := n / 2
+		step := 12 * time.Hour / time.Duration(max(half, 1))
+		const ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
+		for i := range 2 * half {
+			k := i % half
+			c := geodemo.Cities[k%int64(len(geodemo.Cities))]
+			ev = shopguard.Event{Time: start.Add(time.Duration(i) * step), ShopID: "shop-" + strconv.FormatInt(k/8, 36),
+				Actor: "staff-" + strconv.FormatInt(k%8, 10) + "@example.jp", Action: shopguard.ActionLoginSuccess,
+				IP: c.Addr(uint32(k/int64(len(geodemo.Cities))*2 + int64(i)/half)), UserAgent: ua,
+				SessionID: "s" + strconv.FormatInt(i, 36)}
+			buf = append(ingest.AppendJSON(buf[:0], &ev), '\n')
+			if _, err := w.Write(buf); err != nil {
+				return err
+			}
+		}
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -248,10 +279,10 @@ func distinctAddr(i int64) netip.Addr {
 
 // benchChild runs one measured pass and prints a benchResult.
 func benchChild(ctx context.Context, e env, args []string) int {
-	if len(args) != 4 {
-		return usageError(e, "bench child", "want MODE FILE GEOIP WORKERS")
+	if len(args) != 5 {
+		return usageError(e, "bench child", "want MODE FILE GEOIP WORKERS CONFIG")
 	}
-	mode, file, geo := args[0], args[1], args[2]
+	mode, file, geo, config := args[0], args[1], args[2], args[4]
 	workers, _ := strconv.Atoi(args[3])
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -262,7 +293,7 @@ func benchChild(ctx context.Context, e env, args []string) int {
 	case "naive":
 		r.Events, err = naiveDecode(file)
 	case "replay":
-		r, err = benchReplay(ctx, file, geo, workers)
+		r, err = benchReplay(ctx, file, geo, workers, config)
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}
@@ -320,9 +351,13 @@ func naiveDecode(file string) (int64, error) {
 
 // benchReplay runs the replay pipeline exactly as `shopguard replay` wires
 // it, with findings written to /dev/null.
-func benchReplay(ctx context.Context, file, geo string, workers int) (benchResult, error) {
+func benchReplay(ctx context.Context, file, geo string, workers int, config string) (benchResult, error) {
 	reg := newRegistry()
-	cfg := defaultConfig()
+	cfg, err := loadConfig(config)
+	if err != nil {
+		return benchResult{}, err
+	}
+	applyMemoryLimit(cfg, slog.New(slog.DiscardHandler))
 	cfg.GeoIP.Path = geo
 	loc, closeGeo, err := openGeoIP(cfg.GeoIP, reg, nil)
 	if err != nil {
@@ -343,5 +378,25 @@ func benchReplay(ctx context.Context, file, geo string, workers int) (benchResul
 	err = pipeline(ctx, src, eng, counted)
 	_ = out.Close()
 	st := eng.Stats()
-	return benchResult{Events: im.Stats().Events, Findings: counted.total, Accounts: st.Accounts, Sources: st.Sources}, err
+	return benchResult{Events: im.Stats().Events, Findings: counted.total, Accounts: st.Accounts, Sources: st.Sources,
+		Evicted: capEvictions(reg)}, err
+}
+
+// capEvictions sums shopguard_state_evictions_total{reason="cap"}.
+func capEvictions(g prometheus.Gatherer) int64 {
+	mfs, _ := g.Gather()
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "shopguard_state_evictions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == "cap" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return int64(n)
 }

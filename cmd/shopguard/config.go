@@ -49,6 +49,8 @@ type Config struct {
 	ScaleOut scaleout.Config `yaml:"scale_out"`
 	// Watchlist is the file of leaked accounts (SPEC §3.2; watchlist.go).
 	Watchlist WatchlistConfig `yaml:"watchlist"`
+	// State is the memory budget that sizes the state caps (state.go).
+	State StateConfig `yaml:"state"`
 }
 
 // defaultConfig returns the configuration an empty file means.
@@ -103,6 +105,9 @@ func decodeConfig(b []byte, cfg *Config) error {
 	var next yaml.Node
 	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
 		return errors.New("more than one YAML document (---); a configuration file holds one")
+	}
+	if err := cfg.applyState(); err != nil {
+		return err
 	}
 	return cfg.Validate()
 }

@@ -312,6 +312,11 @@ func TestConfigBadValues(t *testing.T) {
 		{"pprof: sometimes\n", []string{"line 1", "pprof"}, ""},
 		{nested("geoip.cache_bytes", "1000"), []string{"geoip.cache_bytes"}, ""},
 		{nested("geoip.cache_bytes", "lots"), []string{"line 2", "geoip.cache_bytes"}, ""},
+		// The memory budget.
+		{nested("state.memory_bytes", "lots"), []string{"line 2", "state.memory_bytes", "2GiB"}, ""},
+		{nested("state.memory_bytes", "255MiB"), []string{"state.memory_bytes", "256MiB"}, ""},
+		{"state: {memory_bytes: 2GiB}\ndetect: {max_accounts: 10}\n", []string{"detect.max_accounts", "state.memory_bytes"}, ""},
+		{"state: {memory_bytes: 2GiB}\ngeoip: {cache_bytes: 67108864}\n", []string{"geoip.cache_bytes", "state.memory_bytes"}, ""},
 		// Kafka, which run validates after loading.
 		{nested("kafka.brokers", "[]"), []string{"kafka.brokers"}, ""},
 		{nested("kafka.brokers", "[kafka]"), []string{"kafka.brokers[0]"}, ""},
@@ -392,4 +397,41 @@ func TestConfigSyntaxErrorNamesLine(t *testing.T) {
 	require.ErrorContains(t, err, "line")
 	_, err = loadConfig(filepath.Join(t.TempDir(), "missing.yml"))
 	require.ErrorContains(t, err, "missing.yml")
+}
+
+// TestStateMemoryBytes: state.memory_bytes sizes the caps (the numbers
+// worked out by hand from the costs in state.go), with a unit or without,
+// from its minimum of 256MiB on.
+func TestStateMemoryBytes(t *testing.T) {
+	load := func(doc string) (Config, error) {
+		cfg := defaultConfig()
+		return cfg, decodeConfig([]byte(doc), &cfg)
+	}
+	cfg, err := load("state: {memory_bytes: 2GiB}\n")
+	require.NoError(t, err)
+	// 0.7 × 2 GiB − 64 MiB − 32 MiB (cache) = 1,402,575,257 bytes; 85% of
+	// it at 900 bytes an account, 15% at 250 a source.
+	require.Equal(t, 1_324_654, cfg.Detect.MaxAccounts)
+	require.Equal(t, 841_545, cfg.Detect.MaxSources)
+	require.Equal(t, 32<<20, cfg.GeoIP.CacheBytes)
+
+	same, err := load("state: {memory_bytes: 2147483648}\n")
+	require.NoError(t, err)
+	require.Equal(t, cfg.Detect, same.Detect)
+
+	// 8 GiB: the cache grows to 1/64 of the budget.
+	big, err := load("state: {memory_bytes: 8GiB}\n")
+	require.NoError(t, err)
+	require.Equal(t, 128<<20, big.GeoIP.CacheBytes)
+
+	low, err := load("state: {memory_bytes: 256MiB}\n")
+	require.NoError(t, err)
+	// 0.7 × 256 MiB − 96 MiB = 87,241,523 bytes.
+	require.Equal(t, 82_394, low.Detect.MaxAccounts)
+	_, err = load("state: {memory_bytes: 268435455}\n")
+	require.ErrorContains(t, err, "below the minimum")
+
+	none, err := load("state: {}\n")
+	require.NoError(t, err)
+	require.Equal(t, detect.DefaultConfig.MaxAccounts, none.Detect.MaxAccounts)
 }

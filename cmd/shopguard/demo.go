@@ -94,6 +94,7 @@ func runDemo(ctx context.Context, e env, args []string) int {
 	}
 	cfg.Listen = listen
 	log := newLogger(e.stderr, cfg.LogLevel)
+	applyMemoryLimit(cfg, log)
 	if duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, duration)

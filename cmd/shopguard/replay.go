@@ -117,6 +117,7 @@ func runReplay(ctx context.Context, e env, args []string) int {
 		return exitUsage
 	}
 	log := newLogger(e.stderr, cfg.LogLevel)
+	applyMemoryLimit(cfg, log)
 	reg := prometheus.NewRegistry()
 
 	var src shopguard.Source

@@ -68,6 +68,7 @@ func runRun(ctx context.Context, e env, args []string) int {
 		cfg.LogLevel = logLevel
 	}
 	l := &live{cfg: cfg, reg: newRegistry(), log: newLogger(e.stderr, cfg.LogLevel), ready: make(chan struct{})}
+	applyMemoryLimit(cfg, l.log)
 	if cfg.ScaleOut.Enabled {
 		return exitCode(e, "run", l.serveScaleOut(ctx))
 	}
