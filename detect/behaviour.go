@@ -153,7 +153,7 @@ func (r hijackRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 	}
 	uah := uint32(hashString(ev.UserAgent))
 	a := e.account(ev)
-	x := a.ext()
+	x := a // the sessions live on the account: no extra state for them
 	var s *session
 	for i := range x.sessions {
 		if x.sessions[i].h == h && t-x.sessions[i].t <= int64(c.Window) && t >= x.sessions[i].t {

@@ -130,7 +130,7 @@ func (e *Engine) Snapshot(w io.Writer) error {
 	b = binary.AppendUvarint(b, uint64(len(e.accounts.cur)))
 	for _, gen := range []map[uint64]*account{e.accounts.prev, e.accounts.cur} {
 		for _, a := range sortedEntries(gen, cmp.Compare[uint64]) {
-			b = a.appendTo(b)
+			b = a.appendTo(b, &e.names)
 		}
 	}
 	b = binary.AppendVarint(b, e.sources.start)
@@ -177,7 +177,7 @@ func cmpSrcKey(x, y srcKey) int {
 	return cmp.Compare(x.bits, y.bits)
 }
 
-func (a *account) appendTo(b []byte) []byte {
+func (a *account) appendTo(b []byte, n *names) []byte {
 	b = binary.BigEndian.AppendUint64(b, a.h)
 	b = appendString(b, a.shop)
 	b = appendString(b, a.actor)
@@ -187,17 +187,23 @@ func (a *account) appendTo(b []byte) []byte {
 		l := &a.logins[i]
 		b = binary.AppendVarint(b, l.t)
 		b = appendAddr(b, l.ip)
-		b = binary.BigEndian.AppendUint64(b, math.Float64bits(l.geo.Lat))
-		b = binary.BigEndian.AppendUint64(b, math.Float64bits(l.geo.Lon))
-		b = binary.AppendUvarint(b, uint64(l.geo.RadiusKM))
-		b = appendString(b, l.geo.Country)
-		b = appendString(b, l.geo.City)
+		b = binary.BigEndian.AppendUint64(b, math.Float64bits(l.at.lat))
+		b = binary.BigEndian.AppendUint64(b, math.Float64bits(l.at.lon))
+		b = binary.AppendUvarint(b, uint64(l.at.radiusKM))
+		b = appendString(b, n.name(uint32(l.at.country)))
+		b = appendString(b, n.name(l.at.city))
 	}
 	b = binary.AppendVarint(b, a.lastFinding)
 	b = a.prof.appendTo(b)
+	// The sessions are written in the extra section, where snapshot
+	// format 4 has them; an account with sessions and no extra state
+	// writes an empty one.
 	x := a.x
 	if x == nil {
-		return append(b, 0)
+		if len(a.sessions) == 0 {
+			return append(b, 0)
+		}
+		x = &extra{}
 	}
 	b = append(b, 1)
 	b = appendWindow(b, &x.fails)
@@ -207,9 +213,9 @@ func (a *account) appendTo(b []byte) []byte {
 	}
 	b = appendString(b, x.compromisedID)
 	b = appendString(b, x.compromisedRule)
-	b = binary.AppendUvarint(b, uint64(len(x.sessions)))
-	for i := range x.sessions {
-		s := &x.sessions[i]
+	b = binary.AppendUvarint(b, uint64(len(a.sessions)))
+	for i := range a.sessions {
+		s := &a.sessions[i]
 		b = binary.BigEndian.AppendUint64(b, s.h)
 		b = binary.AppendVarint(b, s.t)
 		b = append(b, s.last[:]...)
@@ -336,7 +342,7 @@ func (e *Engine) Restore(r io.Reader) error {
 	if crc32.Checksum(body, castagnoli) != sum {
 		return fmt.Errorf("%w: checksum mismatch (corrupt)", ErrCheckpoint)
 	}
-	d := decoder{b: body[snapshotHeader:]}
+	d := decoder{b: body[snapshotHeader:], e: e}
 	fp := e.cfg.fingerprint(v)
 	waveless := false
 	if got := d.take(len(fp)); d.err == nil && !bytes.Equal(got, fp[:]) {
@@ -424,6 +430,7 @@ func (e *Engine) Restore(r io.Reader) error {
 type decoder struct {
 	b   []byte
 	err error
+	e   *Engine // whose names the logins' places are interned in
 }
 
 func (d *decoder) fail(format string, args ...any) {
@@ -574,10 +581,12 @@ func (d *decoder) account() *account {
 	for i := range a.nLogins {
 		l := &a.logins[i]
 		l.t, l.ip = d.varint(), d.addr()
-		l.geo.Lat, l.geo.Lon = math.Float64frombits(d.u64()), math.Float64frombits(d.u64())
+		var g shopguard.Geo
+		g.Lat, g.Lon = math.Float64frombits(d.u64()), math.Float64frombits(d.u64())
 		r := d.uvarint()
-		l.geo.RadiusKM = uint16(r)
-		l.geo.Country, l.geo.City = d.string(), d.string()
+		g.RadiusKM = uint16(r)
+		g.Country, g.City = d.string(), d.string()
+		l.at = d.e.spotOf(g)
 		if d.err == nil && (r > math.MaxUint16 || !l.ip.IsValid() || (i > 0 && l.t < a.logins[i-1].t)) {
 			d.fail("account with a bad login")
 		}
@@ -593,10 +602,10 @@ func (d *decoder) account() *account {
 		if n := d.count(42); n > sessionKeep {
 			d.fail("account with %d sessions", n)
 		} else if n > 0 {
-			x.sessions = make([]session, n)
+			a.sessions = make([]session, n)
 		}
-		for i := range x.sessions {
-			s := &x.sessions[i]
+		for i := range a.sessions {
+			s := &a.sessions[i]
 			s.h, s.t = d.u64(), d.varint()
 			if p := d.take(16); p != nil {
 				s.last = [16]byte(p)
@@ -609,7 +618,9 @@ func (d *decoder) account() *account {
 		for i := range x.firedRisky {
 			x.firedRisky[i] = d.varint()
 		}
-		a.x = x
+		if !x.empty() {
+			a.x = x
+		}
 	default:
 		d.fail("bad extra marker")
 	}

@@ -276,3 +276,36 @@ func FuzzRestore(f *testing.F) {
 		}
 	})
 }
+
+// TestSnapshotSessionsWithoutExtra: an account whose only state beyond
+// its logins is a session holds no extra state, before and after a
+// restore, and its snapshot is the one a session kept in the extra state
+// gave (format 4): the session is judged the same after the restore.
+func TestSnapshotSessionsWithoutExtra(t *testing.T) {
+	cfg := DefaultConfig
+	e := newTestEngine(t, cfg)
+	ev := success(at(0), "shop-s", "owner", "126.0.0.10")
+	ev.SessionID, ev.UserAgent = "s1", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"
+	e.Process(nil, &ev)
+	a := e.accounts.get(accountHash("shop-s", "owner"))
+	require.NotNil(t, a)
+	require.Nil(t, a.x, "a session needs no extra state")
+	require.Len(t, a.sessions, 1)
+
+	var snap bytes.Buffer
+	require.NoError(t, e.Snapshot(&snap))
+	b := newTestEngine(t, cfg)
+	require.NoError(t, b.Restore(bytes.NewReader(snap.Bytes())))
+	ra := b.accounts.get(accountHash("shop-s", "owner"))
+	require.Nil(t, ra.x)
+	require.Equal(t, a.sessions, ra.sessions)
+	var again bytes.Buffer
+	require.NoError(t, b.Snapshot(&again))
+	require.Equal(t, snap.Bytes(), again.Bytes())
+
+	// A failed login gives the account extra state; the session stays.
+	f := fail(at(time.Minute), "shop-s", "owner", "126.0.0.10")
+	b.Process(nil, &f)
+	require.NotNil(t, ra.x)
+	require.Len(t, ra.sessions, 1)
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -35,6 +36,7 @@ type account struct {
 	lastFinding int64 // event time of the last finding on the account; 0 is never
 	prof        profile
 	x           *extra
+	sessions    []session // for session_hijack; most accounts with a session need no extra
 }
 
 // extra is the part of an account's state that most accounts never need.
@@ -51,7 +53,6 @@ type extra struct {
 	compromised                    int64
 	compromisedID, compromisedRule string
 
-	sessions   []session // for session_hijack
 	risky      risky     // the last risky login finding, for risky_change
 	firedRisky [8]int64  // last risky_change per sensitive action
 }
@@ -64,11 +65,76 @@ func (a *account) ext() *extra {
 	return a.x
 }
 
+// empty reports whether x holds nothing: what a snapshot holds as an
+// account's extra state when it had only sessions.
+func (x *extra) empty() bool {
+	return len(x.fails.s) == 0 && len(x.exports.s) == 0 &&
+		x.firedBrute == 0 && x.firedTakeover == 0 && x.firedExport == 0 && x.firedCritical == 0 &&
+		x.compromised == 0 && x.compromisedID == "" && x.compromisedRule == "" &&
+		x.risky == (risky{}) && x.firedRisky == [8]int64{}
+}
+
 // login is one located successful login, for impossible_travel.
 type login struct {
-	t   int64
-	ip  netip.Addr
-	geo shopguard.Geo
+	t  int64
+	ip netip.Addr
+	at spot
+}
+
+// spot is where a login was located: a shopguard.Geo without its strings,
+// which the engine keeps once each (names). 24 bytes and no pointer, where
+// a Geo takes 80 and three.
+type spot struct {
+	lat, lon float64
+	city     uint32 // names index
+	country  uint16 // names index; 0 also when over 65,535 countries
+	radiusKM uint16
+}
+
+// names interns the city and country names of the logins an engine holds:
+// a GeoIP database has some hundred thousand, so the table stays small
+// however many accounts there are. Index 0 is "".
+type names struct {
+	idx  map[string]uint32
+	strs []string
+}
+
+func (n *names) id(s string) uint32 {
+	if s == "" {
+		return 0
+	}
+	if i, ok := n.idx[s]; ok {
+		return i
+	}
+	if n.idx == nil {
+		n.idx, n.strs = map[string]uint32{}, []string{""}
+	}
+	i := uint32(len(n.strs))
+	s = strings.Clone(s)
+	n.strs = append(n.strs, s)
+	n.idx[s] = i
+	return i
+}
+
+func (n *names) name(i uint32) string {
+	if int(i) >= len(n.strs) {
+		return ""
+	}
+	return n.strs[i]
+}
+
+// spotOf is g as a spot.
+func (e *Engine) spotOf(g shopguard.Geo) spot {
+	c := e.names.id(g.Country)
+	if c > math.MaxUint16 {
+		c = 0
+	}
+	return spot{lat: g.Lat, lon: g.Lon, city: e.names.id(g.City), country: uint16(c), radiusKM: g.RadiusKM}
+}
+
+// geoOf is the Geo of s (without the ASN, which travel does not keep).
+func (e *Engine) geoOf(s spot) shopguard.Geo {
+	return shopguard.Geo{Lat: s.lat, Lon: s.lon, RadiusKM: s.radiusKM, Country: e.names.name(uint32(s.country)), City: e.names.name(s.city)}
 }
 
 // travelKeep is how many located logins an account keeps: two, so that a
@@ -122,6 +188,8 @@ type Engine struct {
 
 	// Campaign state (wave.go, watchlist.go).
 	wave *waveState
+	// names interns the place names of the accounts' logins (spot).
+	names names
 	// waveFollower: the engine keeps the platform's wave state but does
 	// not report stuffing_wave (FollowWave).
 	waveFollower bool

@@ -28,7 +28,7 @@ func (r travelRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 	}
 	c := e.cfg.ImpossibleTravel
 	a := e.account(ev)
-	cur := login{t: ev.Time.UnixNano(), ip: ev.IP, geo: g}
+	cur := login{t: ev.Time.UnixNano(), ip: ev.IP, at: e.spotOf(g)}
 
 	// Compare with the neighbours in time, then insert in order.
 	i := a.nLogins
@@ -67,7 +67,7 @@ func (r travelRule) Eval(dst []shopguard.Finding, ev *shopguard.Event) []shopgua
 // their positions, and how fast one would have had to travel (the time
 // between them is floored at one second).
 func distance(x, y *login) (km, kmh float64) {
-	km = haversineKM(x.geo.Lat, x.geo.Lon, y.geo.Lat, y.geo.Lon) - float64(x.geo.RadiusKM) - float64(y.geo.RadiusKM)
+	km = haversineKM(x.at.lat, x.at.lon, y.at.lat, y.at.lon) - float64(x.at.radiusKM) - float64(y.at.radiusKM)
 	hours := math.Max(float64(absDiff(y.t, x.t)), float64(time.Second)) / float64(time.Hour)
 	return km, km / hours
 }
@@ -89,20 +89,20 @@ func (r travelRule) finding(ev *shopguard.Event, a *account, from, to *login) sh
 		here = from
 	}
 	summary := fmt.Sprintf("login from %s %s km from %s within %s",
-		place(here.geo), commas(int64(math.Round(km))), place(other.geo), human(time.Duration(absDiff(to.t, from.t))))
+		place(r.e.geoOf(here.at)), commas(int64(math.Round(km))), place(r.e.geoOf(other.at)), human(time.Duration(absDiff(to.t, from.t))))
 	return newFinding(r.Name(), r.e.cfg.ImpossibleTravel.Severity, ev, a.shop, a.actor, ev.IP.String(), summary, shopguard.Evidence{
-		From:       from.evidence(),
-		To:         to.evidence(),
+		From:       from.evidence(&r.e.names),
+		To:         to.evidence(&r.e.names),
 		DistanceKM: math.Round(km*10) / 10,
 		SpeedKMH:   math.Round(kmh*10) / 10,
 	})
 }
 
-func (l *login) evidence() *shopguard.Login {
+func (l *login) evidence(n *names) *shopguard.Login {
 	return &shopguard.Login{
 		IP: l.ip.String(), Time: timeOf(l.t),
-		City: l.geo.City, Country: l.geo.Country,
-		Lat: l.geo.Lat, Lon: l.geo.Lon, RadiusKM: int(l.geo.RadiusKM),
+		City: n.name(l.at.city), Country: n.name(uint32(l.at.country)),
+		Lat: l.at.lat, Lon: l.at.lon, RadiusKM: int(l.at.radiusKM),
 	}
 }
 
