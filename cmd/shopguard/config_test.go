@@ -410,8 +410,8 @@ func TestStateMemoryBytes(t *testing.T) {
 	cfg, err := load("state: {memory_bytes: 2GiB}\n")
 	require.NoError(t, err)
 	// 0.7 × 2 GiB − 64 MiB − 32 MiB (cache) = 1,402,575,257 bytes; 85% of
-	// it at 900 bytes an account, 15% at 250 a source.
-	require.Equal(t, 1_324_654, cfg.Detect.MaxAccounts)
+	// it at 600 bytes an account, 15% at 250 a source.
+	require.Equal(t, 1_986_981, cfg.Detect.MaxAccounts)
 	require.Equal(t, 841_545, cfg.Detect.MaxSources)
 	require.Equal(t, 32<<20, cfg.GeoIP.CacheBytes)
 
@@ -427,7 +427,7 @@ func TestStateMemoryBytes(t *testing.T) {
 	low, err := load("state: {memory_bytes: 256MiB}\n")
 	require.NoError(t, err)
 	// 0.7 × 256 MiB − 96 MiB = 87,241,523 bytes.
-	require.Equal(t, 82_394, low.Detect.MaxAccounts)
+	require.Equal(t, 123_592, low.Detect.MaxAccounts)
 	_, err = load("state: {memory_bytes: 268435455}\n")
 	require.ErrorContains(t, err, "below the minimum")
 

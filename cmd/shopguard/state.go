@@ -44,17 +44,19 @@ func (b *byteSize) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// What the budget is made of. The costs are live heap, measured with the
-// accounts and distinct workloads of `shopguard bench` and heap profiles
+// What the budget is made of. The costs are live heap, measured with heap
+// profiles of the accounts and distinct workloads of `shopguard bench`
 // (README "Memory budget"): an account with its profile, two located
-// logins and a session about 900 bytes; a source (an address or block with
-// failed logins) about 250. Only stateUsable of the budget is planned for
-// state, so that the collector has room to work under the limit.
+// logins and two sessions about 530 bytes, planned as 600; a source (an
+// address or block with failed logins) about 150 plus 48 per account it
+// failed against, planned as 250. Only stateUsable of the budget is
+// planned for state, so that the collector has room to work under the
+// limit.
 const (
 	minStateBudget   = 256 << 20
 	stateFixedBytes  = 64 << 20 // runtime, read buffers, decoders, sinks
 	stateUsable      = 0.70
-	stateAccountCost = 900
+	stateAccountCost = 600
 	stateSourceCost  = 250
 	stateAccountPart = 0.85 // of what is left for entries; sources the rest
 )
