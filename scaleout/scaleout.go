@@ -269,6 +269,19 @@ func partitionOf(key []byte, n int) int {
 	return int(h.Sum32() % uint32(n))
 }
 
+// Partitions returns how many partitions, and so tasks, stage has: known
+// once Run has set up the topics (its tasks' engines are made after), 0
+// before.
+func (s *Runtime) Partitions(stage string) int {
+	switch stage {
+	case StageAccount:
+		return s.nAccount
+	case StageSource:
+		return s.nSource
+	}
+	return 0
+}
+
 // Names returns the internal topics and groups.
 func (s *Runtime) Names() Topics { return s.names }
 

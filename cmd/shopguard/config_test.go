@@ -435,3 +435,14 @@ func TestStateMemoryBytes(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, detect.DefaultConfig.MaxAccounts, none.Detect.MaxAccounts)
 }
+
+// TestTaskCaps: scaled out, each task of a stage gets its share of the
+// caps, never 0.
+func TestTaskCaps(t *testing.T) {
+	c := detect.DefaultConfig
+	c.MaxAccounts, c.MaxSources = 600, 5
+	a, s := taskCaps(c, 6)
+	require.Equal(t, [2]int{100, 1}, [2]int{a, s})
+	a, s = taskCaps(c, 0)
+	require.Equal(t, [2]int{600, 5}, [2]int{a, s})
+}

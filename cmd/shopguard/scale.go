@@ -89,12 +89,20 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var so *scaleout.Runtime
 	newEngine := func(stage string) (scaleout.Engine, error) {
 		opts := []detect.Option{detect.WithMetrics(dm), detect.WithLogger(engLog), detect.WithWatchlist(list)}
 		if loc != nil {
 			opts = append(opts, detect.WithLocator(loc))
 		}
-		return detect.New(stageDetect(cfg.Detect, stage), opts...)
+		c := stageDetect(cfg.Detect, stage)
+		if cfg.State.MemoryBytes > 0 && so != nil {
+			// The budget is the instance's: each task gets its share of
+			// the stage's caps, so that an instance holding every
+			// partition stays within it.
+			c.MaxAccounts, c.MaxSources = taskCaps(c, so.Partitions(stage))
+		}
+		return detect.New(c, opts...)
 	}
 	for _, stage := range []string{scaleout.StageSource, scaleout.StageAccount} {
 		if _, err := newEngine(stage); err != nil {
@@ -116,7 +124,7 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 	}
 	defer p.close()
 	sinks, im, km, rejects := p.sinks, p.im, p.km, p.rejects
-	so, err := scaleout.New(cfg.Kafka, cfg.ScaleOut, scaleout.Options{
+	so, err = scaleout.New(cfg.Kafka, cfg.ScaleOut, scaleout.Options{
 		NewEngine:      newEngine,
 		FollowFailures: cfg.Detect.StuffingWave.Enabled,
 		Sink:           sinks,
@@ -180,4 +188,11 @@ func countWatchlist(so *scaleout.Runtime, list *detect.SharedWatchlist, m *detec
 		case <-t.C:
 		}
 	}
+}
+
+// taskCaps divides the caps state.memory_bytes gave among the n partitions
+// of a stage.
+func taskCaps(c detect.Config, n int) (accounts, sources int) {
+	n = max(n, 1)
+	return max(c.MaxAccounts/n, 1), max(c.MaxSources/n, 1)
 }
