@@ -53,8 +53,8 @@ type extra struct {
 	compromised                    int64
 	compromisedID, compromisedRule string
 
-	risky      risky     // the last risky login finding, for risky_change
-	firedRisky [8]int64  // last risky_change per sensitive action
+	risky      risky    // the last risky login finding, for risky_change
+	firedRisky [8]int64 // last risky_change per sensitive action
 }
 
 // ext returns the account's extra state, creating it.
