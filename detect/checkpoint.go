@@ -126,13 +126,9 @@ func (e *Engine) Snapshot(w io.Writer) error {
 	b = binary.AppendVarint(b, e.mark)
 
 	b = binary.AppendVarint(b, e.accounts.start)
-	b = binary.AppendUvarint(b, uint64(len(e.accounts.prev)))
-	b = binary.AppendUvarint(b, uint64(len(e.accounts.cur)))
-	for _, gen := range []map[uint64]*account{e.accounts.prev, e.accounts.cur} {
-		for _, a := range sortedEntries(gen, cmp.Compare[uint64]) {
-			b = a.appendTo(b, &e.names)
-		}
-	}
+	b = binary.AppendUvarint(b, uint64(len(e.accounts.prev.idx)))
+	b = binary.AppendUvarint(b, uint64(len(e.accounts.cur.idx)))
+	e.accounts.each(func(_ bool, a *account) { b = a.appendTo(b, &e.names) })
 	b = binary.AppendVarint(b, e.sources.start)
 	b = binary.AppendUvarint(b, uint64(len(e.sources.prev)))
 	b = binary.AppendUvarint(b, uint64(len(e.sources.cur)))
@@ -206,13 +202,7 @@ func (a *account) appendTo(b []byte, n *names) []byte {
 		x = &extra{}
 	}
 	b = append(b, 1)
-	b = appendWindow(b, &x.fails)
-	b = appendWindow(b, &x.exports)
-	for _, t := range [...]int64{x.firedBrute, x.firedTakeover, x.firedExport, x.firedCritical, x.compromised} {
-		b = binary.AppendVarint(b, t)
-	}
-	b = appendString(b, x.compromisedID)
-	b = appendString(b, x.compromisedRule)
+	b = x.appendHead(b)
 	b = binary.AppendUvarint(b, uint64(len(a.sessions)))
 	for i := range a.sessions {
 		s := &a.sessions[i]
@@ -225,6 +215,23 @@ func (a *account) appendTo(b []byte, n *names) []byte {
 		b = binary.BigEndian.AppendUint32(b, s.client)
 		b = append(b, boolByte(s.fired))
 	}
+	return x.appendTail(b)
+}
+
+// appendHead writes the part of x that snapshot format 4 has before an
+// account's sessions (the compact records of accounts.go use it too).
+func (x *extra) appendHead(b []byte) []byte {
+	b = appendWindow(b, &x.fails)
+	b = appendWindow(b, &x.exports)
+	for _, t := range [...]int64{x.firedBrute, x.firedTakeover, x.firedExport, x.firedCritical, x.compromised} {
+		b = binary.AppendVarint(b, t)
+	}
+	b = appendString(b, x.compromisedID)
+	return appendString(b, x.compromisedRule)
+}
+
+// appendTail writes the part of x after the sessions.
+func (x *extra) appendTail(b []byte) []byte {
 	r := &x.risky
 	b = binary.AppendVarint(b, r.t)
 	b = appendAddr(b, r.ip)
@@ -358,15 +365,16 @@ func (e *Engine) Restore(r io.Reader) error {
 	}
 	mark := d.varint()
 	var last uint64 // key of the previous account: keys ascend in each generation
-	accounts := newTable[uint64, account](e.accounts.gen, e.accounts.cap, e.accounts.onEvict)
+	accounts := e.accounts.empty()
 	accounts.start = d.varint()
-	for _, gen := range generations(&d, accounts.prev, accounts.cur) {
-		for i := range gen.n {
+	nPrev, nCur := d.count(1), d.count(1)
+	for gen, n := range [2]int{nPrev, nCur} {
+		for i := range n {
 			a := d.account()
 			if d.err != nil {
 				break
 			}
-			if _, dup := accounts.prev[a.h]; dup || accounts.cur[a.h] != nil {
+			if accounts.has(a.h) {
 				d.fail("account key %#x twice", a.h)
 				break
 			}
@@ -375,7 +383,7 @@ func (e *Engine) Restore(r io.Reader) error {
 				break
 			}
 			last = a.h
-			gen.m[a.h] = a
+			accounts.hold(gen == 0, a)
 		}
 	}
 	sources := newTable[srcKey, source](e.sources.gen, e.sources.cap, e.sources.onEvict)
@@ -408,8 +416,10 @@ func (e *Engine) Restore(r io.Reader) error {
 		d.fail("%d bytes after the last entry", len(d.b))
 	}
 	if d.err != nil {
+		accounts.release()
 		return fmt.Errorf("%w: %w", ErrCheckpoint, d.err)
 	}
+	e.accounts.release()
 	e.accounts, e.sources, e.mark = accounts, sources, mark
 	e.wave, e.wl.rotated, e.wl.fired, e.wl.seenFor = wave, rotated, leakedAt, nil
 	e.cur, e.curAcct, e.propsOf = nil, nil, nil
@@ -596,9 +606,8 @@ func (d *decoder) account() *account {
 	switch d.u8() {
 	case 0:
 	case 1:
-		x := &extra{fails: d.window(), exports: d.window()}
-		x.firedBrute, x.firedTakeover, x.firedExport, x.firedCritical = d.varint(), d.varint(), d.varint(), d.varint()
-		x.compromised, x.compromisedID, x.compromisedRule = d.varint(), d.string(), d.string()
+		x := &extra{}
+		d.extraHead(x)
 		if n := d.count(42); n > sessionKeep {
 			d.fail("account with %d sessions", n)
 		} else if n > 0 {
@@ -614,10 +623,7 @@ func (d *decoder) account() *account {
 			s.country, s.network, s.client = d.u32(), d.u32(), d.u32()
 			s.fired = d.u8() == 1
 		}
-		x.risky = risky{t: d.varint(), ip: d.addr(), session: d.u64(), id: d.string(), rule: d.string()}
-		for i := range x.firedRisky {
-			x.firedRisky[i] = d.varint()
-		}
+		d.extraTail(x)
 		if !x.empty() {
 			a.x = x
 		}
@@ -628,6 +634,21 @@ func (d *decoder) account() *account {
 		return nil
 	}
 	return a
+}
+
+// extraHead reads what extra.appendHead writes.
+func (d *decoder) extraHead(x *extra) {
+	x.fails, x.exports = d.window(), d.window()
+	x.firedBrute, x.firedTakeover, x.firedExport, x.firedCritical = d.varint(), d.varint(), d.varint(), d.varint()
+	x.compromised, x.compromisedID, x.compromisedRule = d.varint(), d.string(), d.string()
+}
+
+// extraTail reads what extra.appendTail writes.
+func (d *decoder) extraTail(x *extra) {
+	x.risky = risky{t: d.varint(), ip: d.addr(), session: d.u64(), id: d.string(), rule: d.string()}
+	for i := range x.firedRisky {
+		x.firedRisky[i] = d.varint()
+	}
 }
 
 // window reads a window; its stamps must be in time order, as window.add

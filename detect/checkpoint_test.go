@@ -77,7 +77,7 @@ func TestSnapshotKeepsGenerations(t *testing.T) {
 	a := newTestEngine(t, DefaultConfig)
 	b := newTestEngine(t, DefaultConfig)
 	gen := a.accounts.gen
-	g0 := a.accounts.floor(t0.UnixNano()) + gen // a generation boundary
+	g0 := floorGen(t0.UnixNano(), gen) + gen // a generation boundary
 	ts := func(gens int64, d time.Duration) time.Time { return time.Unix(0, g0+gens*gen+int64(d)).UTC() }
 	evs := []shopguard.Event{
 		fail(ts(0, time.Minute), "s", "old", "45.95.147.1"),
@@ -87,8 +87,8 @@ func TestSnapshotKeepsGenerations(t *testing.T) {
 		a.Process(nil, &evs[i])
 		b.Process(nil, &evs[i])
 	}
-	require.Len(t, a.accounts.prev, 1)
-	require.Len(t, a.accounts.cur, 1)
+	require.Len(t, a.accounts.prev.idx, 1)
+	require.Len(t, a.accounts.cur.idx, 1)
 	var snap bytes.Buffer
 	require.NoError(t, a.Snapshot(&snap))
 	r := newTestEngine(t, DefaultConfig)

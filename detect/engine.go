@@ -177,7 +177,7 @@ type Engine struct {
 	now   func() time.Time
 	allow []netip.Prefix
 
-	accounts *table[uint64, account]
+	accounts *accountStore
 	sources  *table[srcKey, source]
 	rules    []Rule
 	mark     int64 // newest event time seen (unix ns): the watermark
@@ -257,7 +257,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	for _, n := range cfg.Allowlist {
 		e.allow = append(e.allow, n.Prefix)
 	}
-	e.accounts = newTable[uint64, account](int64(e.accountHorizon()), cfg.MaxAccounts, e.m.evicted("account"))
+	e.accounts = newAccountStore(int64(e.accountHorizon()), cfg.MaxAccounts, e.m.evicted("account"))
 	e.sources = newTable[srcKey, source](int64(e.sourceHorizon()), cfg.MaxSources, e.m.evicted("source"))
 
 	e.wave = newWaveState(cfg)
@@ -395,8 +395,8 @@ func (e *Engine) account(ev *shopguard.Event) *account {
 		a := e.accounts.get(h)
 		if a == nil {
 			name := ev.ShopID + ev.Actor // a copy: ev's strings may alias a reused buffer
-			a = &account{h: h, shop: name[:len(ev.ShopID)], actor: name[len(ev.ShopID):]}
-			e.accounts.put(h, a)
+			a = e.accounts.create(h)
+			a.shop, a.actor = name[:len(ev.ShopID)], name[len(ev.ShopID):]
 		} else if a.shop != ev.ShopID || a.actor != ev.Actor {
 			h++ // a 64-bit hash collision: probe on
 			continue

@@ -151,12 +151,13 @@ func TestSprayCannotGrowMemory(t *testing.T) {
 	require.Equal(t, limit, campaignAccts, "the campaign's block is tracked, with a full, capped list")
 	failLimit := 8 * max(cfg.BruteForce.Threshold, cfg.AccountTakeover.Failures, 32)
 	var owner *account
-	e.accounts.each(func(_ uint64, a *account) {
+	e.accounts.each(func(_ bool, a *account) {
 		if a.x != nil {
 			require.LessOrEqual(t, len(a.x.fails.s), failLimit)
 		}
 		if a.actor == "owner@example.jp" {
-			owner = a
+			o := *a // a is valid only during the call
+			owner = &o
 		}
 	})
 	require.NotNil(t, owner, "the hammered account is recent, so it survived the cap")

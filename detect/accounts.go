@@ -1,0 +1,503 @@
+package detect
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+)
+
+// accountStore holds the accounts' state with the expiry and cap of table
+// (state.go), in two forms. The accounts in use (at most hotCap, by a CLOCK
+// of recent use) are Go structs that the rules read and change in place.
+// Every other account is a compact pointer-free record in its generation's
+// arena, outside the Go heap: about a fifth of the memory of its struct, and
+// nothing for the garbage collector to scan or to leave headroom for. An
+// account is decoded when an event needs it and encoded again, into the same
+// record when it fits, when it leaves the hot set.
+//
+// The two forms hold the same state (the record is lossless), so which form
+// an account is in never changes a finding; a test runs the rules with a hot
+// set of one account to pin that.
+type accountStore struct {
+	cur, prev *acctGen
+	start     int64 // event time at which cur began
+	gen       int64 // generation length, ns
+	cap       int
+	onEvict   func(reason string, n int)
+
+	hot    map[uint64]*hotAcct
+	clock  []*hotAcct // the hot accounts, swept by hand
+	hand   int
+	hotCap int
+	genNo  uint32 // number of the newest generation
+
+	places places
+	buf    []byte // encoding scratch
+}
+
+// acctGen is one generation: its accounts' keys, each the offset of its
+// record in mem, or inHot for an account in the hot set.
+type acctGen struct {
+	idx map[uint64]uint64
+	mem arena
+	no  uint32
+}
+
+// inHot marks an index entry whose account is in the hot set.
+const inHot = math.MaxUint64
+
+// noRecord: a hot account without a record to write back into.
+const noRecord = math.MaxUint64
+
+// hotAcct is an account in the hot set.
+type hotAcct struct {
+	a    account
+	gen  uint32 // number of the generation the account belongs to
+	ref  bool   // used since the clock hand last passed
+	slot int    // index in clock
+	// The record the account was decoded from, in its generation's arena,
+	// and that record's capacity: written back in place when it fits.
+	off  uint64
+	room int
+}
+
+// hotAccounts is how many accounts are kept decoded: enough for the
+// accounts active in any minute of a large platform, and about 40 MB. The
+// tests run the rules with 1 as well (TestColdAccounts).
+var hotAccounts = 1 << 16
+
+func newAccountStore(gen int64, cap int, onEvict func(string, int)) *accountStore {
+	s := &accountStore{gen: gen, cap: cap, onEvict: onEvict, hot: map[uint64]*hotAcct{}, hotCap: hotAccounts}
+	s.cur, s.prev = s.newGen(), s.newGen()
+	// The arenas are outside the Go heap: a store dropped without release
+	// (an engine a test or a rebalance lets go) returns them when collected.
+	// The two generations are the store's for its whole life (swap reuses
+	// them), and do not point back at it.
+	runtime.AddCleanup(s, func(gs [2]*acctGen) {
+		gs[0].mem.free()
+		gs[1].mem.free()
+	}, [2]*acctGen{s.cur, s.prev})
+	return s
+}
+
+// empty returns a new empty store with s's settings, for Restore.
+func (s *accountStore) empty() *accountStore {
+	n := newAccountStore(s.gen, s.cap, s.onEvict)
+	n.hotCap = s.hotCap
+	return n
+}
+
+// release returns the memory of the records now; s is unusable after it.
+func (s *accountStore) release() {
+	s.cur.mem.free()
+	s.prev.mem.free()
+	clear(s.cur.idx)
+	clear(s.prev.idx)
+	clear(s.hot)
+	s.clock = nil
+}
+
+func (s *accountStore) newGen() *acctGen {
+	s.genNo++
+	return &acctGen{idx: map[uint64]uint64{}, no: s.genNo}
+}
+
+// len is the number of accounts held.
+func (s *accountStore) len() int { return len(s.cur.idx) + len(s.prev.idx) }
+
+// get returns the account for h, promoting it to the current generation,
+// or nil. The pointer is valid until the next get or create (which may
+// move other accounts out of the hot set, never the one returned).
+func (s *accountStore) get(h uint64) *account {
+	if ha := s.hot[h]; ha != nil {
+		ha.ref = true
+		if ha.gen != s.cur.no {
+			// In the previous generation: its record there is left behind.
+			delete(s.prev.idx, h)
+			s.cur.idx[h] = inHot
+			ha.gen, ha.off, ha.room = s.cur.no, noRecord, 0
+		}
+		return &ha.a
+	}
+	if off, ok := s.cur.idx[h]; ok {
+		ha := s.load(h, s.cur, off)
+		ha.off, ha.room = off, s.roomAt(s.cur, off)
+		s.cur.idx[h] = inHot
+		return &ha.a
+	}
+	if off, ok := s.prev.idx[h]; ok {
+		ha := s.load(h, s.prev, off)
+		delete(s.prev.idx, h)
+		s.cur.idx[h] = inHot
+		return &ha.a
+	}
+	return nil
+}
+
+// create adds a new, empty account for h (not held) and returns it.
+func (s *accountStore) create(h uint64) *account {
+	if len(s.cur.idx) >= (s.cap+1)/2 || s.len() >= s.cap {
+		// As table.put: the previous generation goes, and the current one
+		// becomes it.
+		s.evict("cap")
+		s.swap()
+		if len(s.prev.idx) >= s.cap {
+			s.evict("cap")
+		}
+	}
+	s.cur.idx[h] = inHot
+	ha := s.addHot(h)
+	ha.a.h = h
+	return &ha.a
+}
+
+// addHot makes room in the hot set and adds an empty account to it in the
+// current generation.
+func (s *accountStore) addHot(h uint64) *hotAcct {
+	s.trim()
+	ha := &hotAcct{gen: s.cur.no, ref: true, slot: len(s.clock), off: noRecord}
+	s.hot[h] = ha
+	s.clock = append(s.clock, ha)
+	return ha
+}
+
+// trim moves accounts out of the hot set until one more fits.
+func (s *accountStore) trim() {
+	for len(s.clock) >= s.hotCap && len(s.clock) > 0 {
+		if s.hand >= len(s.clock) {
+			s.hand = 0
+		}
+		ha := s.clock[s.hand]
+		if ha.ref {
+			ha.ref = false
+			s.hand++
+			continue
+		}
+		s.spill(ha)
+	}
+}
+
+// spill writes ha's account into its generation's arena and drops it from
+// the hot set.
+func (s *accountStore) spill(ha *hotAcct) {
+	g := s.cur
+	if ha.gen != g.no {
+		g = s.prev
+	}
+	s.buf = s.appendRecord(s.buf[:0], &ha.a)
+	off := ha.off
+	if off == noRecord || len(s.buf) > ha.room {
+		// A new record, with room for the account to grow a little.
+		room := (len(s.buf) + len(s.buf)/8 + 7) &^ 7
+		var b []byte
+		off, b = g.mem.alloc(uvarintLen(uint64(room)) + room)
+		binary.PutUvarint(b, uint64(room))
+	}
+	p := g.mem.at(off)
+	_, n := binary.Uvarint(p)
+	copy(p[n:], s.buf)
+	g.idx[ha.a.h] = off
+	s.unhot(ha)
+}
+
+// unhot removes ha from the hot set.
+func (s *accountStore) unhot(ha *hotAcct) {
+	delete(s.hot, ha.a.h)
+	last := s.clock[len(s.clock)-1]
+	s.clock[ha.slot], last.slot = last, ha.slot
+	s.clock = s.clock[:len(s.clock)-1]
+}
+
+// roomAt is the capacity of the record at off.
+func (s *accountStore) roomAt(g *acctGen, off uint64) int {
+	room, _ := binary.Uvarint(g.mem.at(off))
+	return int(room)
+}
+
+// load decodes the record at off in g into a new hot account.
+func (s *accountStore) load(h uint64, g *acctGen, off uint64) *hotAcct {
+	ha := s.addHot(h)
+	p := g.mem.at(off)
+	_, n := binary.Uvarint(p)
+	d := decoder{b: p[n:]}
+	s.decodeRecord(&d, &ha.a)
+	if d.err != nil {
+		panic(fmt.Errorf("detect: account record %#x: %w", h, d.err)) // memory this process wrote
+	}
+	ha.a.h = h
+	return ha
+}
+
+// swap makes the current generation the previous one; the previous one
+// must be empty.
+func (s *accountStore) swap() {
+	s.prev, s.cur = s.cur, s.newGenFrom(s.prev)
+}
+
+// newGenFrom reuses g's index map for a new generation.
+func (s *accountStore) newGenFrom(g *acctGen) *acctGen {
+	s.genNo++
+	g.no = s.genNo
+	return g
+}
+
+// evict drops the previous generation, counting its accounts.
+func (s *accountStore) evict(reason string) {
+	n := len(s.prev.idx)
+	if n == 0 {
+		return
+	}
+	for i := 0; i < len(s.clock); {
+		if ha := s.clock[i]; ha.gen == s.prev.no {
+			s.unhot(ha) // moves the last one to i
+			continue
+		}
+		i++
+	}
+	clear(s.prev.idx)
+	s.prev.mem.free()
+	if s.onEvict != nil {
+		s.onEvict(reason, n)
+	}
+}
+
+// advance expires generations up to event time now, as table.advance.
+func (s *accountStore) advance(now int64) {
+	if s.start == 0 {
+		s.start = floorGen(now, s.gen)
+		return
+	}
+	if now-s.start < s.gen {
+		return
+	}
+	s.evict("expired")
+	s.swap()
+	if now-s.start >= 2*s.gen {
+		// Nothing touched during the last two generations is recent.
+		s.evict("expired")
+	}
+	s.start = floorGen(now, s.gen)
+}
+
+// each calls fn for every account of the previous generation, then every
+// account of the current one, each in the order of their keys, for
+// snapshots. The account given to fn is valid only during the call.
+func (s *accountStore) each(fn func(prev bool, a *account)) {
+	var scratch account
+	for _, g := range []*acctGen{s.prev, s.cur} {
+		keys := make([]uint64, 0, len(g.idx))
+		for h := range g.idx {
+			keys = append(keys, h)
+		}
+		slices.Sort(keys)
+		for _, h := range keys {
+			off := g.idx[h]
+			if off == inHot {
+				fn(g == s.prev, &s.hot[h].a)
+				continue
+			}
+			p := g.mem.at(off)
+			_, n := binary.Uvarint(p)
+			d := decoder{b: p[n:]}
+			scratch = account{}
+			s.decodeRecord(&d, &scratch)
+			if d.err != nil {
+				panic(fmt.Errorf("detect: account record %#x: %w", h, d.err))
+			}
+			scratch.h = h
+			fn(g == s.prev, &scratch)
+		}
+	}
+}
+
+// hold adds a (from a snapshot) to the previous or current generation as a
+// record, not to the hot set.
+func (s *accountStore) hold(prev bool, a *account) {
+	g := s.cur
+	if prev {
+		g = s.prev
+	}
+	ha := &hotAcct{a: *a, gen: g.no, off: noRecord, slot: len(s.clock)}
+	s.hot[a.h] = ha
+	s.clock = append(s.clock, ha)
+	s.spill(ha)
+}
+
+// has reports whether h is held.
+func (s *accountStore) has(h uint64) bool {
+	_, inCur := s.cur.idx[h]
+	_, inPrev := s.prev.idx[h]
+	return inCur || inPrev
+}
+
+func floorGen(now, gen int64) int64 {
+	r := now % gen
+	if r < 0 {
+		r += gen
+	}
+	return now - r
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+// The record of an account: the state of account, smaller than a
+// snapshot's (which is a stable format) by keeping login places as ids of
+// places, times as differences and addresses of sessions in 4 bytes when
+// they are IPv4. The key is the index's.
+const (
+	recExtra    = 1 << iota // the extra state follows
+	recSessions             // sessions follow
+)
+
+func (s *accountStore) appendRecord(b []byte, a *account) []byte {
+	var flags byte
+	if a.x != nil {
+		flags |= recExtra
+	}
+	if len(a.sessions) > 0 {
+		flags |= recSessions
+	}
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, uint64(len(a.shop)))
+	b = binary.AppendUvarint(b, uint64(len(a.actor)))
+	b = append(b, a.shop...)
+	b = append(b, a.actor...)
+	b = binary.AppendVarint(b, a.firedTravel)
+	b = binary.AppendVarint(b, a.lastFinding)
+	b = append(b, byte(a.nLogins))
+	var last int64
+	for i := range a.nLogins {
+		l := &a.logins[i]
+		b = binary.AppendVarint(b, l.t-last)
+		last = l.t
+		b = appendAddr(b, l.ip)
+		b = binary.AppendUvarint(b, uint64(s.places.id(l.at)))
+	}
+	b = a.prof.appendTo(b)
+	if flags&recSessions != 0 {
+		b = binary.AppendUvarint(b, uint64(len(a.sessions)))
+		for i := range a.sessions {
+			ss := &a.sessions[i]
+			b = binary.BigEndian.AppendUint64(b, ss.h)
+			b = binary.AppendVarint(b, ss.t-last)
+			if v4 := [12]byte(ss.last[:12]) == v4InV6Prefix; v4 {
+				b = append(b, 4)
+				b = append(b, ss.last[12:]...)
+			} else {
+				b = append(b, 16)
+				b = append(b, ss.last[:]...)
+			}
+			b = binary.BigEndian.AppendUint32(b, ss.lastUA)
+			b = binary.AppendUvarint(b, uint64(ss.country))
+			b = binary.BigEndian.AppendUint32(b, ss.network)
+			b = binary.AppendUvarint(b, uint64(ss.client))
+			b = append(b, boolByte(ss.fired))
+		}
+	}
+	if flags&recExtra != 0 {
+		b = a.x.appendHead(b)
+		b = a.x.appendTail(b)
+	}
+	return b
+}
+
+var v4InV6Prefix = [12]byte{10: 0xff, 11: 0xff}
+
+func (s *accountStore) decodeRecord(d *decoder, a *account) {
+	flags := d.u8()
+	ls, la := d.uvarint(), d.uvarint()
+	if d.err != nil || ls+la > uint64(len(d.b)) {
+		d.fail("bad name")
+		return
+	}
+	name := string(d.take(int(ls + la))) // one allocation, as Engine.account makes
+	a.shop, a.actor = name[:ls], name[ls:]
+	a.firedTravel = d.varint()
+	a.lastFinding = d.varint()
+	a.nLogins = int(d.u8())
+	if a.nLogins > travelKeep {
+		d.fail("%d logins", a.nLogins)
+		return
+	}
+	var last int64
+	for i := range a.nLogins {
+		l := &a.logins[i]
+		l.t = last + d.varint()
+		last = l.t
+		l.ip = d.addr()
+		l.at = s.places.spot(uint32(d.uvarint()))
+	}
+	d.profile(&a.prof)
+	if flags&recSessions != 0 {
+		n := d.count(20)
+		a.sessions = make([]session, n, max(n, 2))
+		for i := range a.sessions {
+			ss := &a.sessions[i]
+			ss.h = d.u64()
+			ss.t = last + d.varint()
+			switch d.u8() {
+			case 4:
+				copy(ss.last[:], v4InV6Prefix[:])
+				copy(ss.last[12:], d.take(4))
+			default:
+				copy(ss.last[:], d.take(16))
+			}
+			ss.lastUA = d.u32()
+			ss.country = uint32(d.uvarint())
+			ss.network = d.u32()
+			ss.client = uint32(d.uvarint())
+			ss.fired = d.u8() == 1
+		}
+	}
+	if flags&recExtra != 0 {
+		x := &extra{}
+		d.extraHead(x)
+		d.extraTail(x)
+		a.x = x
+	}
+}
+
+// places interns the places of logins, so that a record names one in a few
+// bytes: a GeoIP database has some hundred thousand.
+type places struct {
+	idx   map[placeKey]uint32
+	spots []spot
+}
+
+// placeKey is a spot compared by bits, so that a NaN is one place too.
+type placeKey struct {
+	lat, lon uint64
+	city     uint32
+	country  uint16
+	radiusKM uint16
+}
+
+func (p *places) id(s spot) uint32 {
+	k := placeKey{math.Float64bits(s.lat), math.Float64bits(s.lon), s.city, s.country, s.radiusKM}
+	if i, ok := p.idx[k]; ok {
+		return i
+	}
+	if p.idx == nil {
+		p.idx = map[placeKey]uint32{}
+	}
+	i := uint32(len(p.spots))
+	p.spots = append(p.spots, s)
+	p.idx[k] = i
+	return i
+}
+
+func (p *places) spot(i uint32) spot {
+	if int(i) >= len(p.spots) {
+		return spot{}
+	}
+	return p.spots[i]
+}
