@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -11,11 +12,12 @@ import (
 // accountStore holds the accounts' state with the expiry and cap of table
 // (state.go), in two forms. The accounts in use (at most hotCap, by a CLOCK
 // of recent use) are Go structs that the rules read and change in place.
-// Every other account is a compact pointer-free record in its generation's
-// arena, outside the Go heap: about a fifth of the memory of its struct, and
-// nothing for the garbage collector to scan or to leave headroom for. An
-// account is decoded when an event needs it and encoded again, into the same
-// record when it fits, when it leaves the hot set.
+// Every other account is a compact pointer-free record in a slot of its
+// generation's arena, found through the generation's index, both outside the
+// Go heap: about a third of the memory of its struct, and nothing for the
+// garbage collector to scan or to leave headroom for. An account is decoded
+// when an event needs it and encoded again, into the same slot when it
+// fits, when it leaves the hot set.
 //
 // The two forms hold the same state (the record is lossless), so which form
 // an account is in never changes a finding; a test runs the rules with a hot
@@ -31,25 +33,20 @@ type accountStore struct {
 	clock  []*hotAcct // the hot accounts, swept by hand
 	hand   int
 	hotCap int
-	genNo  uint32 // number of the newest generation
+	spare  []*hotAcct // left the hot set, for reuse with their slices
+	genNo  uint32     // number of the newest generation
 
 	places places
 	buf    []byte // encoding scratch
 }
 
-// acctGen is one generation: its accounts' keys, each the offset of its
+// acctGen is one generation: its accounts' keys, each with the slot of its
 // record in mem, or inHot for an account in the hot set.
 type acctGen struct {
-	idx map[uint64]uint64
+	idx index
 	mem arena
 	no  uint32
 }
-
-// inHot marks an index entry whose account is in the hot set.
-const inHot = math.MaxUint64
-
-// noRecord: a hot account without a record to write back into.
-const noRecord = math.MaxUint64
 
 // hotAcct is an account in the hot set.
 type hotAcct struct {
@@ -57,10 +54,9 @@ type hotAcct struct {
 	gen  uint32 // number of the generation the account belongs to
 	ref  bool   // used since the clock hand last passed
 	slot int    // index in clock
-	// The record the account was decoded from, in its generation's arena,
-	// and that record's capacity: written back in place when it fits.
-	off  uint64
-	room int
+	// The slot the account was decoded from in its generation's arena,
+	// written back into when the record fits; 0 for none.
+	r ref
 }
 
 // hotAccounts is how many accounts are kept decoded: enough for the
@@ -71,13 +67,13 @@ var hotAccounts = 1 << 16
 func newAccountStore(gen int64, cap int, onEvict func(string, int)) *accountStore {
 	s := &accountStore{gen: gen, cap: cap, onEvict: onEvict, hot: map[uint64]*hotAcct{}, hotCap: hotAccounts}
 	s.cur, s.prev = s.newGen(), s.newGen()
-	// The arenas are outside the Go heap: a store dropped without release
-	// (an engine a test or a rebalance lets go) returns them when collected.
-	// The two generations are the store's for its whole life (swap reuses
-	// them), and do not point back at it.
+	// The arenas and indexes are outside the Go heap: a store dropped
+	// without release (an engine a test or a rebalance lets go) returns
+	// them when collected. The two generations are the store's for its
+	// whole life (swap reuses them), and do not point back at it.
 	runtime.AddCleanup(s, func(gs [2]*acctGen) {
-		gs[0].mem.free()
-		gs[1].mem.free()
+		gs[0].reset()
+		gs[1].reset()
 	}, [2]*acctGen{s.cur, s.prev})
 	return s
 }
@@ -91,21 +87,25 @@ func (s *accountStore) empty() *accountStore {
 
 // release returns the memory of the records now; s is unusable after it.
 func (s *accountStore) release() {
-	s.cur.mem.free()
-	s.prev.mem.free()
-	clear(s.cur.idx)
-	clear(s.prev.idx)
+	s.cur.reset()
+	s.prev.reset()
 	clear(s.hot)
-	s.clock = nil
+	s.clock, s.spare = nil, nil
 }
 
 func (s *accountStore) newGen() *acctGen {
 	s.genNo++
-	return &acctGen{idx: map[uint64]uint64{}, no: s.genNo}
+	return &acctGen{no: s.genNo}
+}
+
+// reset empties g and returns its memory.
+func (g *acctGen) reset() {
+	g.idx.reset()
+	g.mem.reset()
 }
 
 // len is the number of accounts held.
-func (s *accountStore) len() int { return len(s.cur.idx) + len(s.prev.idx) }
+func (s *accountStore) len() int { return s.cur.idx.len() + s.prev.idx.len() }
 
 // get returns the account for h, promoting it to the current generation,
 // or nil. The pointer is valid until the next get or create (which may
@@ -114,23 +114,30 @@ func (s *accountStore) get(h uint64) *account {
 	if ha := s.hot[h]; ha != nil {
 		ha.ref = true
 		if ha.gen != s.cur.no {
-			// In the previous generation: its record there is left behind.
-			delete(s.prev.idx, h)
-			s.cur.idx[h] = inHot
-			ha.gen, ha.off, ha.room = s.cur.no, noRecord, 0
+			// In the previous generation: its slot there is given back.
+			if ha.r != 0 {
+				s.free(s.prev, ha.r)
+			}
+			s.prev.idx.del(h)
+			s.cur.idx.put(h, inHot)
+			ha.gen, ha.r = s.cur.no, 0
 		}
 		return &ha.a
 	}
-	if off, ok := s.cur.idx[h]; ok {
-		ha := s.load(h, s.cur, off)
-		ha.off, ha.room = off, s.roomAt(s.cur, off)
-		s.cur.idx[h] = inHot
+	// Room first: moving an account out of the hot set may move records
+	// (free), the one about to be read among them.
+	s.trim()
+	if r := s.cur.idx.get(h); r != 0 {
+		ha := s.load(h, s.cur, r)
+		ha.r = r
+		s.cur.idx.put(h, inHot)
 		return &ha.a
 	}
-	if off, ok := s.prev.idx[h]; ok {
-		ha := s.load(h, s.prev, off)
-		delete(s.prev.idx, h)
-		s.cur.idx[h] = inHot
+	if r := s.prev.idx.get(h); r != 0 {
+		ha := s.load(h, s.prev, r)
+		s.free(s.prev, r)
+		s.prev.idx.del(h)
+		s.cur.idx.put(h, inHot)
 		return &ha.a
 	}
 	return nil
@@ -138,16 +145,16 @@ func (s *accountStore) get(h uint64) *account {
 
 // create adds a new, empty account for h (not held) and returns it.
 func (s *accountStore) create(h uint64) *account {
-	if len(s.cur.idx) >= (s.cap+1)/2 || s.len() >= s.cap {
+	if s.cur.idx.len() >= (s.cap+1)/2 || s.len() >= s.cap {
 		// As table.put: the previous generation goes, and the current one
 		// becomes it.
 		s.evict("cap")
 		s.swap()
-		if len(s.prev.idx) >= s.cap {
+		if s.prev.idx.len() >= s.cap {
 			s.evict("cap")
 		}
 	}
-	s.cur.idx[h] = inHot
+	s.cur.idx.put(h, inHot)
 	ha := s.addHot(h)
 	ha.a.h = h
 	return &ha.a
@@ -157,7 +164,18 @@ func (s *accountStore) create(h uint64) *account {
 // current generation.
 func (s *accountStore) addHot(h uint64) *hotAcct {
 	s.trim()
-	ha := &hotAcct{gen: s.cur.no, ref: true, slot: len(s.clock), off: noRecord}
+	var ha *hotAcct
+	if n := len(s.spare); n > 0 {
+		ha, s.spare = s.spare[n-1], s.spare[:n-1]
+		// Keep the slices' memory for the next account: no rule holds on
+		// to them past an event.
+		ents, sessions := ha.a.prof.ents[:0], ha.a.sessions[:0]
+		*ha = hotAcct{}
+		ha.a.prof.ents, ha.a.sessions = ents, sessions
+	} else {
+		ha = &hotAcct{}
+	}
+	ha.gen, ha.ref, ha.slot = s.cur.no, true, len(s.clock)
 	s.hot[h] = ha
 	s.clock = append(s.clock, ha)
 	return ha
@@ -187,65 +205,89 @@ func (s *accountStore) spill(ha *hotAcct) {
 		g = s.prev
 	}
 	s.buf = s.appendRecord(s.buf[:0], &ha.a)
-	off := ha.off
-	if off == noRecord || len(s.buf) > ha.room {
-		// A new record, with room for the account to grow a little.
-		room := (len(s.buf) + len(s.buf)/8 + 7) &^ 7
-		var b []byte
-		off, b = g.mem.alloc(uvarintLen(uint64(room)) + room)
-		binary.PutUvarint(b, uint64(room))
+	r := ha.r
+	var p []byte
+	if r != 0 {
+		if p = g.mem.record(r); len(s.buf) > len(p) {
+			ha.r = 0
+			s.free(g, r)
+			r = 0
+		}
 	}
-	p := g.mem.at(off)
-	_, n := binary.Uvarint(p)
-	copy(p[n:], s.buf)
-	g.idx[ha.a.h] = off
+	if r == 0 {
+		r, p = g.mem.alloc(len(s.buf))
+	}
+	copy(p, s.buf)
+	g.idx.put(ha.a.h, r)
 	s.unhot(ha)
 }
 
-// unhot removes ha from the hot set.
+// free gives slot r of g back, and empties its chunk when it is mostly
+// free: the records that remain there move to other slots, so that
+// accounts that grew out of their slots all at once (every account's
+// second login, say) do not leave a generation's memory mostly unused.
+func (s *accountStore) free(g *acctGen, r ref) {
+	if !g.mem.release(r) {
+		return
+	}
+	i := r.chunk()
+	g.mem.seal(i)
+	for _, ha := range s.clock {
+		if ha.gen == g.no && ha.r != 0 && ha.r.chunk() == i {
+			ha.r = 0 // written to a new slot when it leaves the hot set
+		}
+	}
+	g.idx.update(func(_ uint64, r ref) ref {
+		if r == inHot || r.chunk() != i {
+			return r
+		}
+		rec := g.mem.record(r)
+		n, p := g.mem.alloc(len(rec))
+		copy(p, rec)
+		return n
+	})
+	g.mem.drop(i)
+}
+
+// unhot removes ha from the hot set and keeps it for reuse.
 func (s *accountStore) unhot(ha *hotAcct) {
 	delete(s.hot, ha.a.h)
 	last := s.clock[len(s.clock)-1]
 	s.clock[ha.slot], last.slot = last, ha.slot
 	s.clock = s.clock[:len(s.clock)-1]
+	if len(s.spare) < 64 {
+		s.spare = append(s.spare, ha)
+	}
 }
 
-// roomAt is the capacity of the record at off.
-func (s *accountStore) roomAt(g *acctGen, off uint64) int {
-	room, _ := binary.Uvarint(g.mem.at(off))
-	return int(room)
-}
-
-// load decodes the record at off in g into a new hot account.
-func (s *accountStore) load(h uint64, g *acctGen, off uint64) *hotAcct {
+// load decodes the record in slot r of g into a new hot account.
+func (s *accountStore) load(h uint64, g *acctGen, r ref) *hotAcct {
 	ha := s.addHot(h)
-	p := g.mem.at(off)
-	_, n := binary.Uvarint(p)
-	d := decoder{b: p[n:]}
-	s.decodeRecord(&d, &ha.a)
+	s.decode(h, g, r, &ha.a)
+	return ha
+}
+
+// decode decodes the record in slot r of g into a.
+func (s *accountStore) decode(h uint64, g *acctGen, r ref, a *account) {
+	d := decoder{b: g.mem.record(r)}
+	s.decodeRecord(&d, a)
 	if d.err != nil {
 		panic(fmt.Errorf("detect: account record %#x: %w", h, d.err)) // memory this process wrote
 	}
-	ha.a.h = h
-	return ha
+	a.h = h
 }
 
 // swap makes the current generation the previous one; the previous one
 // must be empty.
 func (s *accountStore) swap() {
-	s.prev, s.cur = s.cur, s.newGenFrom(s.prev)
-}
-
-// newGenFrom reuses g's index map for a new generation.
-func (s *accountStore) newGenFrom(g *acctGen) *acctGen {
+	s.prev, s.cur = s.cur, s.prev
 	s.genNo++
-	g.no = s.genNo
-	return g
+	s.cur.no = s.genNo
 }
 
 // evict drops the previous generation, counting its accounts.
 func (s *accountStore) evict(reason string) {
-	n := len(s.prev.idx)
+	n := s.prev.idx.len()
 	if n == 0 {
 		return
 	}
@@ -256,8 +298,7 @@ func (s *accountStore) evict(reason string) {
 		}
 		i++
 	}
-	clear(s.prev.idx)
-	s.prev.mem.free()
+	s.prev.reset()
 	if s.onEvict != nil {
 		s.onEvict(reason, n)
 	}
@@ -287,26 +328,20 @@ func (s *accountStore) advance(now int64) {
 func (s *accountStore) each(fn func(prev bool, a *account)) {
 	var scratch account
 	for _, g := range []*acctGen{s.prev, s.cur} {
-		keys := make([]uint64, 0, len(g.idx))
-		for h := range g.idx {
-			keys = append(keys, h)
+		type entry struct {
+			h uint64
+			r ref
 		}
-		slices.Sort(keys)
-		for _, h := range keys {
-			off := g.idx[h]
-			if off == inHot {
-				fn(g == s.prev, &s.hot[h].a)
+		ents := make([]entry, 0, g.idx.len())
+		g.idx.each(func(h uint64, r ref) { ents = append(ents, entry{h, r}) })
+		slices.SortFunc(ents, func(a, b entry) int { return cmp.Compare(a.h, b.h) })
+		for _, e := range ents {
+			if e.r == inHot {
+				fn(g == s.prev, &s.hot[e.h].a)
 				continue
 			}
-			p := g.mem.at(off)
-			_, n := binary.Uvarint(p)
-			d := decoder{b: p[n:]}
 			scratch = account{}
-			s.decodeRecord(&d, &scratch)
-			if d.err != nil {
-				panic(fmt.Errorf("detect: account record %#x: %w", h, d.err))
-			}
-			scratch.h = h
+			s.decode(e.h, g, e.r, &scratch)
 			fn(g == s.prev, &scratch)
 		}
 	}
@@ -319,17 +354,15 @@ func (s *accountStore) hold(prev bool, a *account) {
 	if prev {
 		g = s.prev
 	}
-	ha := &hotAcct{a: *a, gen: g.no, off: noRecord, slot: len(s.clock)}
-	s.hot[a.h] = ha
-	s.clock = append(s.clock, ha)
-	s.spill(ha)
+	s.buf = s.appendRecord(s.buf[:0], a)
+	r, p := g.mem.alloc(len(s.buf))
+	copy(p, s.buf)
+	g.idx.put(a.h, r)
 }
 
 // has reports whether h is held.
 func (s *accountStore) has(h uint64) bool {
-	_, inCur := s.cur.idx[h]
-	_, inPrev := s.prev.idx[h]
-	return inCur || inPrev
+	return s.cur.idx.get(h) != 0 || s.prev.idx.get(h) != 0
 }
 
 func floorGen(now, gen int64) int64 {
@@ -439,7 +472,7 @@ func (s *accountStore) decodeRecord(d *decoder, a *account) {
 	d.profile(&a.prof)
 	if flags&recSessions != 0 {
 		n := d.count(20)
-		a.sessions = make([]session, n, max(n, 2))
+		a.sessions = slices.Grow(a.sessions[:0], max(n, 2))[:n]
 		for i := range a.sessions {
 			ss := &a.sessions[i]
 			ss.h = d.u64()

@@ -114,3 +114,121 @@ func TestAccountStoreAsTable(t *testing.T) {
 		require.Positive(t, evicted["expired"])
 	}
 }
+
+// TestIndexAsMap: random puts and deletes, on keys crowded into a few home
+// slots as well as spread, leave the index holding what a map holds.
+func TestIndexAsMap(t *testing.T) {
+	for _, keys := range []uint64{16, 5000, 1 << 40} {
+		var x index
+		defer x.reset()
+		want := map[uint64]ref{}
+		rng := rand.New(rand.NewPCG(2, keys))
+		for i := range 100_000 {
+			h := rng.Uint64N(keys)
+			if keys == 1<<40 {
+				h <<= 24 // the same low bits, unlike accountHash's
+			}
+			switch rng.IntN(3) {
+			case 0:
+				x.del(h)
+				delete(want, h)
+			default:
+				v := ref(1 + rng.Uint32N(1<<32-2))
+				x.put(h, v)
+				want[h] = v
+			}
+			require.Equal(t, want[h], x.get(h), "op %d key %#x", i, h)
+			require.Equal(t, len(want), x.len())
+		}
+		got := map[uint64]ref{}
+		x.each(func(h uint64, v ref) { got[h] = v })
+		require.Equal(t, want, got)
+		for h, v := range want {
+			require.Equal(t, v, x.get(h), "key %#x", h)
+		}
+		require.Zero(t, x.get(1<<63+12345), "a key never put")
+	}
+}
+
+// TestArenaChunkHalfFree: a chunk is worth emptying once half its bytes
+// are in free slots, not a slot before; the chunk being carved never is.
+func TestArenaChunkHalfFree(t *testing.T) {
+	var a arena
+	defer a.reset()
+	n := int(slotSizes[7]) // 128-byte slots
+	var refs []ref
+	for a.size <= arenaChunk {
+		r, _ := a.alloc(n - 1)
+		refs = append(refs, r)
+	}
+	require.Equal(t, 2, len(a.chunks))
+	perChunk := arenaChunk / n
+	first := refs[:perChunk]
+	for i, r := range first[:perChunk/2-1] {
+		require.False(t, a.release(r), "slot %d", i)
+	}
+	require.True(t, a.release(first[perChunk/2-1]), "half the chunk free")
+	require.False(t, a.release(refs[perChunk]), "a slot of the chunk being carved")
+
+	// The sealed chunk's free slots are not handed out again.
+	a.seal(0)
+	for range perChunk / 2 {
+		r, _ := a.alloc(n - 1)
+		require.NotEqual(t, 0, r.chunk())
+	}
+	size := a.size
+	a.drop(0)
+	require.Equal(t, size-arenaChunk, a.size)
+	r, _ := a.alloc(n - 1)
+	require.Equal(t, 1, r.chunk(), "freed slots of chunk 1 first")
+}
+
+// TestAccountsGrowOutOfSlots: every account growing out of its slot at
+// once (each one's second login) empties the chunks left mostly free, so
+// that mapped memory stays near the records' own, and every account still
+// reads back as written.
+func TestAccountsGrowOutOfSlots(t *testing.T) {
+	const n = 300_000
+	s := newAccountStore(int64(24*3600e9), 10*n, nil)
+	defer s.release()
+	s.hotCap = 16
+	name := func(h uint64) string { return "staff-" + strconv.FormatUint(h, 10) }
+	grow := []int{1, 4, 0} // sessions added per round
+	for round, k := range grow {
+		for h := range uint64(n) {
+			a := s.get(h)
+			if round == 0 {
+				require.Nil(t, a)
+				a = s.create(h)
+				a.shop, a.actor = "shop", name(h)
+			}
+			require.Equal(t, name(h), a.actor)
+			require.Len(t, a.sessions, sum(grow[:round]), "account %d", h)
+			for i := range a.sessions {
+				require.Equal(t, h<<8|uint64(i), a.sessions[i].h, "account %d", h)
+			}
+			for range k {
+				a.sessions = append(a.sessions, session{h: h<<8 | uint64(len(a.sessions)), client: uint32(h)})
+			}
+		}
+		var live int
+		for _, g := range []*acctGen{s.cur, s.prev} {
+			g.idx.each(func(_ uint64, r ref) {
+				if r != inHot {
+					live += len(g.mem.record(r)) + 1
+				}
+			})
+		}
+		mapped := s.cur.mem.size + s.prev.mem.size
+		t.Logf("round %d: %d bytes in records, %d mapped", round, live, mapped)
+		require.Less(t, mapped, live+live/8+2*arenaChunk, "round %d: mapped memory stays near the records'", round)
+	}
+}
+
+func sum(s []int) int {
+	n := 0
+	for _, v := range s {
+		n += v
+	}
+	return n
+}

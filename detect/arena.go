@@ -1,52 +1,182 @@
 package detect
 
-// arena is append-only memory for pointer-free bytes, outside the Go heap
-// where the platform allows (arena_mmap.go): the compact records of the
-// accounts that are not in use (accounts.go). Memory the garbage collector
-// never sees is neither scanned nor counted in its heap goal, so a process
-// holding millions of accounts does not also carry the collector's headroom
-// for them, as it would for Go objects.
+import (
+	"encoding/binary"
+	"slices"
+)
+
+// arena is memory for pointer-free records, outside the Go heap where the
+// platform allows (arena_mmap.go): the compact records of the accounts that
+// are not in use (accounts.go). Memory the garbage collector never sees is
+// neither scanned nor counted in its heap goal, so a process holding
+// millions of accounts does not also carry the collector's headroom for
+// them, as it would for Go objects.
 //
-// Offsets are stable until free, which returns every chunk at once: the
-// arena of one generation of accounts is dropped with that generation.
+// Records live in slots of a few size classes, carved from 4 MiB chunks. A
+// slot given back (its account grew out of it, or moved to the newer
+// generation) goes on its class's free list, threaded through the free
+// slots themselves, and is the next one of its class handed out, so that an
+// account rewritten a thousand times uses one slot, not a thousand. A
+// record's slot starts with the number of its class: the record knows its
+// capacity. free returns every chunk at once: the arena of one generation of
+// accounts is dropped with that generation.
 type arena struct {
-	chunks [][]byte
-	used   int // bytes used of the last chunk
-	size   int // bytes mapped, for the gauge
+	chunks [][]byte // nil for a chunk given back
+	free   []int    // bytes in free slots, per chunk
+	cur    int      // the chunk slots are carved from
+	used   int      // bytes carved of chunk cur
+	size   int      // bytes mapped
+	slots  [len(slotSizes)][]ref // free slots per class
 }
 
-// arenaChunk is the size of one chunk: large enough that mapping is rare,
-// small enough that a nearly empty generation costs little.
-const arenaChunk = 4 << 20
+// ref names a slot: its chunk plus one, and its position in 16-byte units.
+// The zero ref is no slot.
+type ref uint32
 
-// arenaShift splits an offset into chunk index and position.
-const arenaShift = 32
+const (
+	arenaChunk = 4 << 20 // bytes of one chunk, whose positions fit 18 bits
+	slotAlign  = 16
+	posBits    = 18
+	maxChunks  = 1<<(32-posBits) - 2 // and inHot is not a ref
+	// bigSlot is the class byte of a slot larger than every class, made
+	// for its record and reused only by it; its capacity follows in 4
+	// bytes.
+	bigSlot = 0xff
+)
 
-// alloc returns n bytes of zeroed memory and their offset.
-func (a *arena) alloc(n int) (uint64, []byte) {
-	if len(a.chunks) == 0 || a.used+n > len(a.chunks[len(a.chunks)-1]) {
-		c := allocChunk(max(n, arenaChunk))
-		a.chunks = append(a.chunks, c)
-		a.used = 0
-		a.size += len(c)
+// slotSizes are the sizes of the classes, header included: every 16 bytes
+// up to 256, where most accounts are, then an eighth larger each, so that a
+// record wastes about 6% of its slot on average.
+var slotSizes = func() [48]uint32 {
+	var s [48]uint32
+	for i := range s {
+		switch {
+		case i < 16:
+			s[i] = uint32(i+1) * slotAlign
+		default:
+			s[i] = (s[i-1] + s[i-1]/8 + slotAlign - 1) &^ (slotAlign - 1)
+		}
 	}
-	i := len(a.chunks) - 1
-	off := uint64(i)<<arenaShift | uint64(a.used)
-	b := a.chunks[i][a.used : a.used+n : a.used+n]
+	return s
+}()
+
+// classFor returns the smallest class that holds n bytes of record after
+// its header, or bigSlot.
+func classFor(n int) int {
+	for c, sz := range slotSizes {
+		if n+1 <= int(sz) {
+			return c
+		}
+	}
+	return bigSlot
+}
+
+// alloc returns a slot that holds n bytes of record, and those bytes.
+func (a *arena) alloc(n int) (ref, []byte) {
+	c := classFor(n)
+	if c != bigSlot {
+		if k := len(a.slots[c]); k > 0 {
+			r := a.slots[c][k-1]
+			a.slots[c] = a.slots[c][:k-1]
+			a.free[r.chunk()] -= int(slotSizes[c])
+			return r, a.slot(r)[1:slotSizes[c]]
+		}
+		r, p := a.carve(int(slotSizes[c]))
+		p[0] = byte(c)
+		return r, p[1:]
+	}
+	// A little room, as the record may grow.
+	room := n + n/8
+	r, p := a.carve(5 + room)
+	p[0] = bigSlot
+	binary.LittleEndian.PutUint32(p[1:], uint32(room))
+	return r, p[5:]
+}
+
+func (r ref) chunk() int { return int(r>>posBits) - 1 }
+
+// carve takes n bytes from the end of the chunk cur, or of a new one.
+func (a *arena) carve(n int) (ref, []byte) {
+	n = (n + slotAlign - 1) &^ (slotAlign - 1)
+	if len(a.chunks) == 0 || a.used+n > len(a.chunks[a.cur]) {
+		// The rest of the old chunk is free; a new chunk takes the place
+		// of one given back.
+		if len(a.chunks) > 0 {
+			a.free[a.cur] += len(a.chunks[a.cur]) - a.used
+		}
+		c := allocChunk(max(n, arenaChunk))
+		a.size += len(c)
+		a.cur = slices.IndexFunc(a.chunks, func(c []byte) bool { return c == nil })
+		if a.cur < 0 {
+			if len(a.chunks) >= maxChunks {
+				panic("detect: account state holds more than 64 GiB in one generation")
+			}
+			a.cur = len(a.chunks)
+			a.chunks, a.free = append(a.chunks, nil), append(a.free, 0)
+		}
+		a.chunks[a.cur], a.free[a.cur], a.used = c, 0, 0
+	}
+	r := ref((a.cur+1)<<posBits | a.used/slotAlign)
+	p := a.chunks[a.cur][a.used : a.used+n : a.used+n]
 	a.used += n
-	return off, b
+	return r, p
 }
 
-// at returns the bytes from off to the end of its chunk.
-func (a *arena) at(off uint64) []byte {
-	return a.chunks[off>>arenaShift][uint32(off):]
+// slot returns the bytes from r's slot to the end of its chunk.
+func (a *arena) slot(r ref) []byte {
+	return a.chunks[r.chunk()][int(r&(1<<posBits-1))*slotAlign:]
 }
 
-// free returns all the arena's memory; its offsets are invalid after it.
-func (a *arena) free() {
+// record returns the record bytes of the slot r (its whole capacity).
+func (a *arena) record(r ref) []byte {
+	p := a.slot(r)
+	if p[0] == bigSlot {
+		return p[5 : 5+binary.LittleEndian.Uint32(p[1:])]
+	}
+	return p[1:slotSizes[p[0]]]
+}
+
+// release gives the slot r back for reuse. It reports whether r's chunk is
+// now at least half free and not the one being carved: worth emptying
+// (accountStore.evacuate), as its free slots may not be wanted again.
+func (a *arena) release(r ref) bool {
+	p := a.slot(r)
+	c := p[0]
+	i := r.chunk()
+	if c == bigSlot {
+		a.free[i] += 5 + int(binary.LittleEndian.Uint32(p[1:]))
+	} else {
+		a.slots[c] = append(a.slots[c], r)
+		a.free[i] += int(slotSizes[c])
+	}
+	return i != a.cur && a.free[i] >= len(a.chunks[i])/2
+}
+
+// seal takes chunk i's free slots off the free lists, so that no slot of
+// it is handed out again: the first step of emptying it.
+func (a *arena) seal(i int) {
+	for c := range a.slots {
+		a.slots[c] = slices.DeleteFunc(a.slots[c], func(r ref) bool { return r.chunk() == i })
+	}
+}
+
+// drop gives the sealed chunk i back; it must hold no record.
+func (a *arena) drop(i int) {
+	a.size -= len(a.chunks[i])
+	freeChunk(a.chunks[i])
+	a.chunks[i], a.free[i] = nil, 0
+}
+
+// reset returns all the arena's memory; its refs are invalid after it.
+func (a *arena) reset() {
 	for _, c := range a.chunks {
-		freeChunk(c)
+		if c != nil {
+			freeChunk(c)
+		}
 	}
 	clear(a.chunks)
-	a.chunks, a.used, a.size = a.chunks[:0], 0, 0
+	a.chunks, a.free, a.cur, a.used, a.size = a.chunks[:0], a.free[:0], 0, 0, 0
+	for c := range a.slots {
+		a.slots[c] = a.slots[c][:0]
+	}
 }

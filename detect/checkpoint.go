@@ -126,8 +126,8 @@ func (e *Engine) Snapshot(w io.Writer) error {
 	b = binary.AppendVarint(b, e.mark)
 
 	b = binary.AppendVarint(b, e.accounts.start)
-	b = binary.AppendUvarint(b, uint64(len(e.accounts.prev.idx)))
-	b = binary.AppendUvarint(b, uint64(len(e.accounts.cur.idx)))
+	b = binary.AppendUvarint(b, uint64(e.accounts.prev.idx.len()))
+	b = binary.AppendUvarint(b, uint64(e.accounts.cur.idx.len()))
 	e.accounts.each(func(_ bool, a *account) { b = a.appendTo(b, &e.names) })
 	b = binary.AppendVarint(b, e.sources.start)
 	b = binary.AppendUvarint(b, uint64(len(e.sources.prev)))
@@ -497,8 +497,8 @@ func (d *decoder) profile(p *profile) {
 		d.fail("profile with %d entries", n)
 		return
 	}
-	if n > 0 {
-		p.ents = make([]pentry, n)
+	if n > 0 || p.ents != nil {
+		p.ents = slices.Grow(p.ents[:0], n)[:n] // the memory of a reused account's
 	}
 	for i := range p.ents {
 		e := &p.ents[i]

@@ -87,8 +87,8 @@ func TestSnapshotKeepsGenerations(t *testing.T) {
 		a.Process(nil, &evs[i])
 		b.Process(nil, &evs[i])
 	}
-	require.Len(t, a.accounts.prev.idx, 1)
-	require.Len(t, a.accounts.cur.idx, 1)
+	require.Equal(t, 1, a.accounts.prev.idx.len())
+	require.Equal(t, 1, a.accounts.cur.idx.len())
 	var snap bytes.Buffer
 	require.NoError(t, a.Snapshot(&snap))
 	r := newTestEngine(t, DefaultConfig)
