@@ -373,15 +373,6 @@ func floorGen(now, gen int64) int64 {
 	return now - r
 }
 
-func uvarintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
-}
-
 // The record of an account: the state of account, smaller than a
 // snapshot's (which is a stable format) by keeping login places as ids of
 // places, times as differences and addresses of sessions in 4 bytes when
