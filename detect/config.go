@@ -37,6 +37,10 @@ type Config struct {
 	// of entries is evicted and counted.
 	MaxAccounts int `yaml:"max_accounts"`
 	MaxSources  int `yaml:"max_sources"`
+	// HotAccounts is how many accounts are kept decoded between events
+	// (accounts.go); 0 is 65,536. Not a setting: a scaled-out instance
+	// divides it among its tasks, as it divides the caps.
+	HotAccounts int `yaml:"-"`
 }
 
 // TravelConfig configures impossible_travel.

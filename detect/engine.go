@@ -258,6 +258,9 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 		e.allow = append(e.allow, n.Prefix)
 	}
 	e.accounts = newAccountStore(int64(e.accountHorizon()), cfg.MaxAccounts, e.m.evicted("account"))
+	if cfg.HotAccounts > 0 {
+		e.accounts.hotCap = min(cfg.HotAccounts, e.accounts.hotCap)
+	}
 	e.sources = newTable[srcKey, source](int64(e.sourceHorizon()), cfg.MaxSources, e.m.evicted("source"))
 
 	e.wave = newWaveState(cfg)

@@ -409,11 +409,13 @@ func TestStateMemoryBytes(t *testing.T) {
 	}
 	cfg, err := load("state: {memory_bytes: 2GiB}\n")
 	require.NoError(t, err)
-	// 0.7 × 2 GiB − 64 MiB − 32 MiB (cache) = 1,402,575,257 bytes; 85% of
-	// it at 600 bytes an account, 15% at 250 a source.
-	require.Equal(t, 1_986_981, cfg.Detect.MaxAccounts)
-	require.Equal(t, 841_545, cfg.Detect.MaxSources)
+	// 2 GiB − 112 MiB − 32 MiB (cache) = 1,996,488,704 bytes; 85% of it at
+	// 250 bytes an account, 70% of 15% at 250 a source; the Go heap gets
+	// what the cache and the accounts leave.
+	require.Equal(t, 6_788_061, cfg.Detect.MaxAccounts)
+	require.Equal(t, 838_525, cfg.Detect.MaxSources)
 	require.Equal(t, 32<<20, cfg.GeoIP.CacheBytes)
+	require.Equal(t, int64(416_913_966), capsFor(2<<30).HeapBytes)
 
 	same, err := load("state: {memory_bytes: 2147483648}\n")
 	require.NoError(t, err)
@@ -426,8 +428,8 @@ func TestStateMemoryBytes(t *testing.T) {
 
 	low, err := load("state: {memory_bytes: 256MiB}\n")
 	require.NoError(t, err)
-	// 0.7 × 256 MiB − 96 MiB = 87,241,523 bytes.
-	require.Equal(t, 123_592, low.Detect.MaxAccounts)
+	// 256 MiB − 144 MiB = 117,440,512 bytes.
+	require.Equal(t, 399_297, low.Detect.MaxAccounts)
 	_, err = load("state: {memory_bytes: 268435455}\n")
 	require.ErrorContains(t, err, "below the minimum")
 
@@ -437,12 +439,16 @@ func TestStateMemoryBytes(t *testing.T) {
 }
 
 // TestTaskCaps: scaled out, each task of a stage gets its share of the
-// caps, never 0.
+// caps, never 0, and of the hot set, never below 1,024.
 func TestTaskCaps(t *testing.T) {
 	c := detect.DefaultConfig
 	c.MaxAccounts, c.MaxSources = 600, 5
-	a, s := taskCaps(c, 6)
-	require.Equal(t, [2]int{100, 1}, [2]int{a, s})
-	a, s = taskCaps(c, 0)
-	require.Equal(t, [2]int{600, 5}, [2]int{a, s})
+	a, s, h := taskCaps(c, 6)
+	require.Equal(t, [3]int{100, 1, 10_922}, [3]int{a, s, h})
+	a, s, h = taskCaps(c, 0)
+	require.Equal(t, [3]int{600, 5, 65_536}, [3]int{a, s, h})
+	_, _, h = taskCaps(c, 64)
+	require.Equal(t, 1024, h, "64 tasks: 1,024 hot accounts each")
+	_, _, h = taskCaps(c, 65)
+	require.Equal(t, 1024, h, "never fewer")
 }

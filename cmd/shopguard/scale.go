@@ -100,7 +100,7 @@ func (l *live) serveScaleOut(ctx context.Context) error {
 			// The budget is the instance's: each task gets its share of
 			// the stage's caps, so that an instance holding every
 			// partition stays within it.
-			c.MaxAccounts, c.MaxSources = taskCaps(c, so.Partitions(stage))
+			c.MaxAccounts, c.MaxSources, c.HotAccounts = taskCaps(c, so.Partitions(stage))
 		}
 		return detect.New(c, opts...)
 	}
@@ -190,9 +190,13 @@ func countWatchlist(so *scaleout.Runtime, list *detect.SharedWatchlist, m *detec
 	}
 }
 
-// taskCaps divides the caps state.memory_bytes gave among the n partitions
-// of a stage.
-func taskCaps(c detect.Config, n int) (accounts, sources int) {
+// taskCaps divides the caps state.memory_bytes gave, and the hot set, among
+// the n partitions of a stage.
+func taskCaps(c detect.Config, n int) (accounts, sources, hot int) {
 	n = max(n, 1)
-	return max(c.MaxAccounts/n, 1), max(c.MaxSources/n, 1)
+	return max(c.MaxAccounts/n, 1), max(c.MaxSources/n, 1), max(taskHotAccounts/n, 1024)
 }
+
+// taskHotAccounts is the hot set (detect.Config.HotAccounts) the tasks of
+// a stage share: the part of stateFixedBytes it was planned in.
+const taskHotAccounts = 1 << 16

@@ -44,38 +44,44 @@ func (b *byteSize) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// What the budget is made of. The costs are live heap, measured with heap
-// profiles of the accounts and distinct workloads of `shopguard bench`
-// (README "Memory budget"): an account with its profile, two located
-// logins and two sessions about 530 bytes, planned as 600; a source (an
-// address or block with failed logins) about 150 plus 48 per account it
-// failed against, planned as 250. Only stateUsable of the budget is
-// planned for state, so that the collector has room to work under the
-// limit.
+// What the budget is made of (README "Memory budget"). Accounts and the
+// GeoIP cache live outside the Go heap, in memory the collector neither
+// scans nor counts: an account costs its record's slot and its index
+// entry, about 190 bytes with a profile, two located logins and two
+// sessions (bench --workload accounts: 232 bytes of peak RSS an account,
+// with the hot set), planned as 250. The rest is Go heap: the runtime,
+// buffers and the hot set of decoded accounts (stateFixedBytes), and the
+// sources, about 150 bytes plus 48 per account failed against, planned as
+// 250, of which only stateUsable is planned so that the collector has room
+// to work under the limit.
 const (
 	minStateBudget   = 256 << 20
-	stateFixedBytes  = 64 << 20 // runtime, read buffers, decoders, sinks
+	stateFixedBytes  = 112 << 20 // runtime, read buffers, decoders, sinks, 65,536 hot accounts
 	stateUsable      = 0.70
-	stateAccountCost = 600
+	stateAccountCost = 250
 	stateSourceCost  = 250
 	stateAccountPart = 0.85 // of what is left for entries; sources the rest
 )
 
-// stateCaps are the caps a budget gives.
+// stateCaps are the caps a budget gives, and the Go heap's share of it.
 type stateCaps struct {
 	MaxAccounts, MaxSources, CacheBytes int
+	HeapBytes                           int64
 }
 
 // capsFor sizes the caps for a budget of b bytes: the GeoIP cache 1/64 of
-// it (at least its 32 MiB minimum), the fixed part, and of the usable rest
-// 85% for accounts and 15% for sources.
+// it (at least its 32 MiB minimum), the fixed part, and of the rest 85% for
+// accounts and 15% for sources. The heap's share is what neither the cache
+// nor the accounts take.
 func capsFor(b int64) stateCaps {
 	cache := max(int64(geoip.DefaultConfig.CacheBytes), b/64)
-	rest := int64(float64(b)*stateUsable) - stateFixedBytes - cache
+	rest := float64(b - stateFixedBytes - cache)
+	accounts := int(max(rest*stateAccountPart/stateAccountCost, 1))
 	return stateCaps{
-		MaxAccounts: int(max(float64(rest)*stateAccountPart/stateAccountCost, 1)),
-		MaxSources:  int(max(float64(rest)*(1-stateAccountPart)/stateSourceCost, 1)),
+		MaxAccounts: accounts,
+		MaxSources:  int(max(rest*(1-stateAccountPart)*stateUsable/stateSourceCost, 1)),
 		CacheBytes:  int(cache),
+		HeapBytes:   b - cache - int64(accounts)*stateAccountCost,
 	}
 }
 
@@ -107,8 +113,9 @@ func (c *Config) applyState() error {
 	return nil
 }
 
-// applyMemoryLimit sets Go's soft memory limit to state.memory_bytes unless
-// GOMEMLIMIT sets one, and logs the budget.
+// applyMemoryLimit sets Go's soft memory limit to the heap's share of
+// state.memory_bytes (what the GeoIP cache and the accounts, outside the
+// heap, leave) unless GOMEMLIMIT sets one, and logs the budget.
 func applyMemoryLimit(c Config, log *slog.Logger) {
 	b := int64(c.State.MemoryBytes)
 	if b == 0 {
@@ -116,10 +123,11 @@ func applyMemoryLimit(c Config, log *slog.Logger) {
 	}
 	limit := "state.memory_bytes"
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(b)
+		debug.SetMemoryLimit(capsFor(b).HeapBytes)
 	} else {
 		limit = "GOMEMLIMIT"
 	}
 	log.Info("memory budget", "memory_bytes", b, "max_accounts", c.Detect.MaxAccounts,
-		"max_sources", c.Detect.MaxSources, "geoip_cache_bytes", c.GeoIP.CacheBytes, "go_memory_limit_from", limit)
+		"max_sources", c.Detect.MaxSources, "geoip_cache_bytes", c.GeoIP.CacheBytes,
+		"go_memory_limit", debug.SetMemoryLimit(-1), "go_memory_limit_from", limit)
 }
