@@ -21,11 +21,11 @@ import (
 // capacity. free returns every chunk at once: the arena of one generation of
 // accounts is dropped with that generation.
 type arena struct {
-	chunks [][]byte // nil for a chunk given back
-	free   []int    // bytes in free slots, per chunk
-	cur    int      // the chunk slots are carved from
-	used   int      // bytes carved of chunk cur
-	size   int      // bytes mapped
+	chunks [][]byte              // nil for a chunk given back
+	free   []int                 // bytes in free slots, per chunk
+	cur    int                   // the chunk slots are carved from
+	used   int                   // bytes carved of chunk cur
+	size   int                   // bytes mapped
 	slots  [len(slotSizes)][]ref // free slots per class
 }
 
