@@ -14,12 +14,13 @@ import (
 //
 // Records live in slots of a few size classes, carved from 4 MiB chunks. A
 // slot given back (its account grew out of it, or moved to the newer
-// generation) goes on its class's free list, threaded through the free
-// slots themselves, and is the next one of its class handed out, so that an
-// account rewritten a thousand times uses one slot, not a thousand. A
-// record's slot starts with the number of its class: the record knows its
-// capacity. free returns every chunk at once: the arena of one generation of
-// accounts is dropped with that generation.
+// generation) goes on its class's free list (4 bytes of Go heap) and is the
+// next one of its class handed out, so that an account rewritten a
+// thousand times uses one slot, not a thousand. A chunk left at least half
+// free is emptied (accountStore.free) and returned. A slot starts with the
+// number of its class: the record knows its capacity. reset returns every
+// chunk at once: the arena of one generation of accounts is dropped with
+// that generation.
 type arena struct {
 	chunks [][]byte              // nil for a chunk given back
 	free   []int                 // bytes in free slots, per chunk
