@@ -104,6 +104,11 @@ func (g *acctGen) reset() {
 	g.mem.reset()
 }
 
+// mapped is the memory the records and indexes hold outside the Go heap.
+func (s *accountStore) mapped() int {
+	return s.cur.mem.size + s.prev.mem.size + len(s.cur.idx.mem) + len(s.prev.idx.mem)
+}
+
 // len is the number of accounts held.
 func (s *accountStore) len() int { return s.cur.idx.len() + s.prev.idx.len() }
 

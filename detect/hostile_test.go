@@ -175,5 +175,8 @@ func TestSprayCannotGrowMemory(t *testing.T) {
 	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
 	t.Logf("heap grew by %d KiB over %d events; %.0f account and %.0f source evictions", grown>>10, n, accEvicted, srcEvicted)
 	require.Less(t, grown, int64(32<<20))
+	// Nor outside the heap, where the accounts' records are.
+	t.Logf("account records and indexes: %d KiB mapped", e.accounts.mapped()>>10)
+	require.Less(t, e.accounts.mapped(), 32<<20)
 	runtime.KeepAlive(e)
 }
