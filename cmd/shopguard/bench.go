@@ -87,7 +87,7 @@ func runBench(ctx context.Context, e env, args []string) int {
 	fs.IntVar(&liveRounds, "live-rounds", 2, "with --live: alternating pairs of raw and shopguard consumes")
 	fs.DurationVar(&lateness, "lateness", kafka.DefaultConfig.Lateness, "with --live: kafka.lateness of the shopguard consumer (0: partitions as fetched, no merge)")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "with --live: write a CPU profile of the run to this `file`")
-	fs.StringVar(&config, "config", "", "configuration `file` for the replay runs (e.g. state.memory_bytes), over the defaults")
+	fs.StringVar(&config, "config", "", "configuration `file` for the replay runs and the --live shopguard consumer (e.g. state.memory_bytes), over the defaults")
 	if code := parseFlags(fs, e, args); code >= 0 {
 		return code
 	}
@@ -114,7 +114,7 @@ func runBench(ctx context.Context, e env, args []string) int {
 		if liveRounds < 1 {
 			return usageError(e, "bench", "--live-rounds: %d is below 1", liveRounds)
 		}
-		return benchLive(ctx, e, dir, n, liveRate, liveSeconds, liveRounds, lateness)
+		return benchLive(ctx, e, dir, config, n, liveRate, liveSeconds, liveRounds, lateness)
 	}
 	if workload != "realistic" && workload != "distinct" && workload != "accounts" {
 		return usageError(e, "bench", "--workload: %q is not realistic, distinct or accounts", workload)
