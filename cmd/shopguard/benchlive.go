@@ -61,8 +61,11 @@ type liveRig struct {
 	cfg      Config // of the shopguard consumer
 }
 
+// kafka is the configuration of every client of the bench, the raw
+// consumer's included: --config's kafka section over the defaults, with
+// the bench's broker, topic and group.
 func (r *liveRig) kafka(topic, group string) kafka.Config {
-	kc := kafka.DefaultConfig
+	kc := r.cfg.Kafka
 	kc.Brokers, kc.Topic, kc.Group, kc.DeadLetterTopic, kc.Lateness = r.addrs, topic, group, "", r.lateness
 	return kc
 }
