@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,23 +79,23 @@ const benchPartitions = 6
 
 // startBrokerChild starts `shopguard bench child broker` and returns the
 // address it listens on; stop ends it.
-func startBrokerChild(ctx context.Context, e env) (addr string, stop func(), err error) {
+func startBrokerChild(ctx context.Context, e env) (addr string, pid int, stop func(), err error) {
 	self, err := os.Executable()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd := exec.CommandContext(ctx, self, "bench", "child", "broker")
 	cmd.Stderr = e.stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	stop = func() {
 		stdin.Close() // the child stops when its standard input closes
@@ -103,9 +106,46 @@ func startBrokerChild(ctx context.Context, e env) (addr string, stop func(), err
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		stop()
-		return "", nil, fmt.Errorf("broker child: %w", err)
+		return "", 0, nil, fmt.Errorf("broker child: %w", err)
 	}
-	return strings.TrimSpace(line), stop, nil
+	return strings.TrimSpace(line), cmd.Process.Pid, stop, nil
+}
+
+// cpuTime is the CPU time (user and system) process pid has used so far,
+// from /proc; ok is false where that cannot be read.
+func cpuTime(pid int) (d time.Duration, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	i := bytes.LastIndexByte(b, ')')
+	if err != nil || i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:])) // from the state, field 3
+	if len(f) < 13 {
+		return 0, false
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(ut+st) * time.Second / 100, true // USER_HZ
+}
+
+// cpuSpan is the CPU time of the bench's process and of its broker over
+// one measurement.
+type cpuSpan struct{ self, broker time.Duration }
+
+// measureCPU runs fn, its goroutines labelled phase for --cpuprofile
+// (pprof -tagfocus phase=shopguard), and returns the CPU time both
+// processes used meanwhile.
+func measureCPU(ctx context.Context, brokerPID int, phase string, fn func(context.Context) error) (cpuSpan, error) {
+	s0, _ := cpuTime(os.Getpid())
+	b0, _ := cpuTime(brokerPID)
+	var err error
+	pprof.Do(ctx, pprof.Labels("phase", phase), func(ctx context.Context) { err = fn(ctx) })
+	s1, _ := cpuTime(os.Getpid())
+	b1, _ := cpuTime(brokerPID)
+	return cpuSpan{s1 - s0, b1 - b0}, err
 }
 
 // brokerChild is the live bench's broker process: it serves the bench
@@ -166,7 +206,7 @@ func benchLive(ctx context.Context, e env, dir, config string, n int, rate float
 	// As `run` would: the budget's memory limit and collector setting hold
 	// for this whole process, the raw consumer's rounds included.
 	applyMemoryLimit(cfg, slog.New(slog.DiscardHandler))
-	addr, stopBroker, err := startBrokerChild(ctx, e)
+	addr, brokerPID, stopBroker, err := startBrokerChild(ctx, e)
 	if err != nil {
 		return fail(err)
 	}
@@ -201,25 +241,34 @@ func benchLive(ctx context.Context, e env, dir, config string, n int, rate float
 		return fail(err)
 	}
 	var raws, tooks []time.Duration
+	var rawCPU, sgCPU []cpuSpan
 	for round := range rounds {
-		raw, err := kafka.RawConsume(ctx, rig.kafka("bench-audit", fmt.Sprint("bench-raw-", round)), n)
+		var raw time.Duration
+		c, err := measureCPU(ctx, brokerPID, "raw", func(ctx context.Context) (err error) {
+			raw, err = kafka.RawConsume(ctx, rig.kafka("bench-audit", fmt.Sprint("bench-raw-", round)), n)
+			return err
+		})
 		if err != nil {
 			return fail(err)
 		}
+		rawCPU = append(rawCPU, c)
 		var processed atomic.Int64
 		cctx, cancel := context.WithCancel(ctx)
 		start := time.Now()
 		var took time.Duration
-		err = rig.consume(cctx, "bench-audit", fmt.Sprint("bench-shopguard-", round), func(evs []shopguard.Event, at time.Time) {
-			if processed.Add(int64(len(evs))) >= int64(n) && took == 0 {
-				took = at.Sub(start)
-				cancel()
-			}
+		c, err = measureCPU(cctx, brokerPID, "shopguard", func(cctx context.Context) error {
+			return rig.consume(cctx, "bench-audit", fmt.Sprint("bench-shopguard-", round), func(evs []shopguard.Event, at time.Time) {
+				if processed.Add(int64(len(evs))) >= int64(n) && took == 0 {
+					took = at.Sub(start)
+					cancel()
+				}
+			})
 		})
 		cancel()
 		if err != nil {
 			return fail(err)
 		}
+		sgCPU = append(sgCPU, c)
 		raws, tooks = append(raws, raw), append(tooks, took)
 	}
 
@@ -275,14 +324,16 @@ func benchLive(ctx context.Context, e env, dir, config string, n int, rate float
 	}
 
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "live (broker in a child process, %d partitions, kafka.lateness %s)\tround\tevents\tseconds\tevents/s\tvs raw\t\n", benchPartitions, lateness)
+	fmt.Fprintf(tw, "live (broker in a child process, %d partitions, kafka.lateness %s)\tround\tevents\tseconds\tevents/s\tvs raw\tCPU s: consumer\tbroker\t\n", benchPartitions, lateness)
 	var sum float64
 	for i := range raws {
 		rawRate := float64(n) / raws[i].Seconds()
 		ratio := float64(n) / tooks[i].Seconds() / rawRate
 		sum += ratio
-		fmt.Fprintf(tw, "kafka-go raw group consume\t%d\t%d\t%.2f\t%.0f\t1.00×\t\n", i+1, n, raws[i].Seconds(), rawRate)
-		fmt.Fprintf(tw, "shopguard consume+detect\t%d\t%d\t%.2f\t%.0f\t%.2f×\t\n", i+1, n, tooks[i].Seconds(), float64(n)/tooks[i].Seconds(), ratio)
+		fmt.Fprintf(tw, "kafka-go raw group consume\t%d\t%d\t%.2f\t%.0f\t1.00×\t%.2f\t%.2f\t\n", i+1, n, raws[i].Seconds(), rawRate,
+			rawCPU[i].self.Seconds(), rawCPU[i].broker.Seconds())
+		fmt.Fprintf(tw, "shopguard consume+detect\t%d\t%d\t%.2f\t%.0f\t%.2f×\t%.2f\t%.2f\t\n", i+1, n, tooks[i].Seconds(), float64(n)/tooks[i].Seconds(), ratio,
+			sgCPU[i].self.Seconds(), sgCPU[i].broker.Seconds())
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(e.stdout, "mean shopguard vs raw over %d rounds: %.2f× (a first raw read, not counted, took %.2f s)\n", len(raws), sum/float64(len(raws)), warm.Seconds())
