@@ -140,9 +140,9 @@ func (s *accountStore) get(h uint64) *account {
 	}
 	if r := s.prev.idx.get(h); r != 0 {
 		ha := s.load(h, s.prev, r)
-		s.free(s.prev, r)
-		s.prev.idx.del(h)
+		s.prev.idx.del(h) // first: free may move the records the index names
 		s.cur.idx.put(h, inHot)
+		s.free(s.prev, r)
 		return &ha.a
 	}
 	return nil

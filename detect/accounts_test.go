@@ -232,3 +232,35 @@ func sum(s []int) int {
 	}
 	return n
 }
+
+// TestAccountsPromotedEmptyPrevious: accounts moving to the current
+// generation one by one give the previous generation's chunks back as they
+// empty, and every account, moved or not yet, reads back as written.
+func TestAccountsPromotedEmptyPrevious(t *testing.T) {
+	const n = 200_000
+	const base = int64(1_767_000_000e9) // event times are unix ns
+	s := newAccountStore(1000, 10*n, nil)
+	defer s.release()
+	s.hotCap = 16
+	s.advance(base)
+	for h := range uint64(n) {
+		a := s.create(h)
+		a.shop, a.actor = "shop", strconv.FormatUint(h, 10)
+		a.sessions = append(a.sessions, session{h: h})
+	}
+	s.get(n + 1) // nothing: the last accounts leave the hot set on the next gets
+	s.advance(base + 1000)
+	require.Equal(t, n, s.prev.idx.len())
+	full := s.prev.mem.size
+	for h := range uint64(n) {
+		a := s.get(h)
+		require.NotNil(t, a, "account %d", h)
+		require.Equal(t, strconv.FormatUint(h, 10), a.actor)
+		require.Equal(t, []session{{h: h}}, a.sessions)
+		if h == n/2 {
+			require.Less(t, s.prev.mem.size, full*3/4, "half moved: the emptied chunks are given back")
+		}
+	}
+	require.LessOrEqual(t, s.prev.mem.size, 2*arenaChunk)
+	require.Zero(t, s.prev.idx.len())
+}
