@@ -246,10 +246,7 @@ func (s *accountStore) free(g *acctGen, r ref) {
 		if r == inHot || r.chunk() != i {
 			return r
 		}
-		rec := g.mem.record(r)
-		n, p := g.mem.alloc(len(rec))
-		copy(p, rec)
-		return n
+		return g.mem.move(r)
 	})
 	g.mem.drop(i)
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -263,4 +264,23 @@ func TestAccountsPromotedEmptyPrevious(t *testing.T) {
 	}
 	require.LessOrEqual(t, s.prev.mem.size, 2*arenaChunk)
 	require.Zero(t, s.prev.idx.len())
+}
+
+// TestArenaMoveKeepsCapacity: a record moved (as an emptied chunk's are)
+// keeps its slot's capacity, for a big slot too, however often it moves.
+func TestArenaMoveKeepsCapacity(t *testing.T) {
+	var a arena
+	defer a.reset()
+	for _, n := range []int{15, int(slotSizes[len(slotSizes)-1]) - 1, int(slotSizes[len(slotSizes)-1]), 100_000} {
+		r, p := a.alloc(n)
+		for i := range p {
+			p[i] = byte(i)
+		}
+		want := slices.Clone(a.record(r))
+		require.GreaterOrEqual(t, len(want), n)
+		for range 5 {
+			r = a.move(r)
+		}
+		require.Equal(t, want, a.record(r), "a record of %d bytes", n)
+	}
 }

@@ -139,7 +139,7 @@ func (a *arena) record(r ref) []byte {
 
 // release gives the slot r back for reuse. It reports whether r's chunk is
 // now at least half free and not the one being carved: worth emptying
-// (accountStore.evacuate), as its free slots may not be wanted again.
+// (accountStore.free), as its free slots may not be wanted again.
 func (a *arena) release(r ref) bool {
 	p := a.slot(r)
 	c := p[0]
@@ -151,6 +151,25 @@ func (a *arena) release(r ref) bool {
 		a.free[i] += int(slotSizes[c])
 	}
 	return i != a.cur && a.free[i] >= len(a.chunks[i])/2
+}
+
+// move copies the record in slot r into a new slot of the same capacity
+// (a big slot gains no room, however often it moves) and returns it.
+func (a *arena) move(r ref) ref {
+	rec := a.record(r)
+	var n ref
+	var p []byte
+	if a.slot(r)[0] == bigSlot {
+		var b []byte
+		n, b = a.carve(5 + len(rec))
+		b[0] = bigSlot
+		binary.LittleEndian.PutUint32(b[1:], uint32(len(rec)))
+		p = b[5:]
+	} else {
+		n, p = a.alloc(len(rec))
+	}
+	copy(p, rec)
+	return n
 }
 
 // seal takes chunk i's free slots off the free lists, so that no slot of
