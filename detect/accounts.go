@@ -227,28 +227,28 @@ func (s *accountStore) spill(ha *hotAcct) {
 	s.unhot(ha)
 }
 
-// free gives slot r of g back, and empties its chunk when it is mostly
-// free: the records that remain there move to other slots, so that
-// accounts that grew out of their slots all at once (every account's
-// second login, say) do not leave a generation's memory mostly unused.
+// free gives slot r of g back, and empties the chunks left mostly free
+// when there are enough of them (arena.release): the records that remain
+// there move to other slots, so that accounts that grew out of their slots
+// all at once (every account's second login, say) do not leave a
+// generation's memory mostly unused.
 func (s *accountStore) free(g *acctGen, r ref) {
 	if !g.mem.release(r) {
 		return
 	}
-	i := r.chunk()
-	g.mem.seal(i)
+	g.mem.seal()
 	for _, ha := range s.clock {
-		if ha.gen == g.no && ha.r != 0 && ha.r.chunk() == i {
+		if ha.gen == g.no && ha.r != 0 && g.mem.isSparse(ha.r) {
 			ha.r = 0 // written to a new slot when it leaves the hot set
 		}
 	}
 	g.idx.update(func(_ uint64, r ref) ref {
-		if r == inHot || r.chunk() != i {
+		if r == inHot || !g.mem.isSparse(r) {
 			return r
 		}
 		return g.mem.move(r)
 	})
-	g.mem.drop(i)
+	g.mem.drop()
 }
 
 // unhot removes ha from the hot set and keeps it for reuse.

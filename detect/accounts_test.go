@@ -169,19 +169,56 @@ func TestArenaChunkHalfFree(t *testing.T) {
 		require.False(t, a.release(r), "slot %d", i)
 	}
 	require.True(t, a.release(first[perChunk/2-1]), "half the chunk free")
-	require.False(t, a.release(refs[perChunk]), "a slot of the chunk being carved")
+	a.release(refs[perChunk])
+	require.False(t, a.sparse[1], "a chunk being carved")
 
 	// The sealed chunk's free slots are not handed out again.
-	a.seal(0)
+	a.seal()
 	for range perChunk / 2 {
 		r, _ := a.alloc(n - 1)
 		require.NotEqual(t, 0, r.chunk())
 	}
 	size := a.size
-	a.drop(0)
+	a.drop()
 	require.Equal(t, size-arenaChunk, a.size)
+	require.Nil(t, a.chunks[0])
 	r, _ := a.alloc(n - 1)
 	require.Equal(t, 1, r.chunk(), "freed slots of chunk 1 first")
+}
+
+// TestArenaSparseTogether: in an arena of more than 32 chunks, sparse
+// chunks are emptied together once they hold a 32nd of it, not one by one.
+func TestArenaSparseTogether(t *testing.T) {
+	var a arena
+	defer a.reset()
+	n := int(slotSizes[len(slotSizes)-1]) // the largest class
+	var refs [][]ref
+	for len(a.chunks) < 41 {
+		r, _ := a.alloc(n - 1)
+		if c := r.chunk(); c == len(refs) {
+			refs = append(refs, nil)
+		}
+		refs[r.chunk()] = append(refs[r.chunk()], r)
+	}
+	// 41 chunks: a 32nd is more than one chunk, so two sparse ones are
+	// needed.
+	require.Greater(t, a.size/32, arenaChunk)
+	half := func(c int) (last bool) {
+		rs := refs[c]
+		for i := 0; a.free[c] < arenaChunk/2; i++ {
+			last = a.release(rs[i])
+		}
+		return last
+	}
+	require.False(t, half(0), "one sparse chunk of 41")
+	require.True(t, a.sparse[0])
+	require.True(t, half(1), "two sparse chunks of 41")
+	a.seal()
+	a.drop()
+	require.Nil(t, a.chunks[0])
+	require.Nil(t, a.chunks[1])
+	require.Zero(t, a.nSparse)
+	require.Equal(t, 39*arenaChunk, a.size)
 }
 
 // TestAccountsGrowOutOfSlots: every account growing out of its slot at

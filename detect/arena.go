@@ -17,17 +17,20 @@ import (
 // generation) goes on its class's free list (4 bytes of Go heap) and is the
 // next one of its class handed out, so that an account rewritten a
 // thousand times uses one slot, not a thousand. A chunk left at least half
-// free is emptied (accountStore.free) and returned. A slot starts with the
+// free is emptied (accountStore.free, with others) and returned. A slot starts with the
 // number of its class: the record knows its capacity. reset returns every
 // chunk at once: the arena of one generation of accounts is dropped with
 // that generation.
 type arena struct {
-	chunks [][]byte              // nil for a chunk given back
-	free   []int                 // bytes in free slots, per chunk
-	cur    int                   // the chunk slots are carved from
-	used   int                   // bytes carved of chunk cur
-	size   int                   // bytes mapped
-	slots  [len(slotSizes)][]ref // free slots per class
+	chunks [][]byte // nil for a chunk given back
+	free   []int    // bytes in free slots, per chunk
+	sparse []bool   // per chunk: at least half free, to be emptied
+	// nSparse is the bytes of the sparse chunks.
+	nSparse int
+	cur     int                   // the chunk slots are carved from
+	used    int                   // bytes carved of chunk cur
+	size    int                   // bytes mapped
+	slots   [len(slotSizes)][]ref // free slots per class
 }
 
 // ref names a slot: its chunk plus one, and its position in 16-byte units.
@@ -113,7 +116,7 @@ func (a *arena) carve(n int) (ref, []byte) {
 				panic("detect: account state holds more than 64 GiB in one generation")
 			}
 			a.cur = len(a.chunks)
-			a.chunks, a.free = append(a.chunks, nil), append(a.free, 0)
+			a.chunks, a.free, a.sparse = append(a.chunks, nil), append(a.free, 0), append(a.sparse, false)
 		}
 		a.chunks[a.cur], a.free[a.cur], a.used = c, 0, 0
 	}
@@ -137,9 +140,12 @@ func (a *arena) record(r ref) []byte {
 	return p[1:slotSizes[p[0]]]
 }
 
-// release gives the slot r back for reuse. It reports whether r's chunk is
-// now at least half free and not the one being carved: worth emptying
-// (accountStore.free), as its free slots may not be wanted again.
+// release gives the slot r back for reuse. A chunk left at least half free
+// (not the one being carved) becomes sparse: worth emptying, as its free
+// slots may not be wanted again. release reports whether the sparse chunks
+// are now worth emptying together (accountStore.free): a 32nd of the arena
+// or one chunk, whichever is more, so that the index is read once for many
+// chunks, not once for each.
 func (a *arena) release(r ref) bool {
 	p := a.slot(r)
 	c := p[0]
@@ -150,8 +156,15 @@ func (a *arena) release(r ref) bool {
 		a.slots[c] = append(a.slots[c], r)
 		a.free[i] += int(slotSizes[c])
 	}
-	return i != a.cur && a.free[i] >= len(a.chunks[i])/2
+	if i != a.cur && !a.sparse[i] && a.free[i] >= len(a.chunks[i])/2 {
+		a.sparse[i] = true
+		a.nSparse += len(a.chunks[i])
+	}
+	return a.nSparse > 0 && a.nSparse >= max(arenaChunk, a.size/32)
 }
+
+// isSparse reports whether r is in a sparse chunk.
+func (a *arena) isSparse(r ref) bool { return a.sparse[r.chunk()] }
 
 // move copies the record in slot r into a new slot of the same capacity
 // (a big slot gains no room, however often it moves) and returns it.
@@ -172,19 +185,24 @@ func (a *arena) move(r ref) ref {
 	return n
 }
 
-// seal takes chunk i's free slots off the free lists, so that no slot of
-// it is handed out again: the first step of emptying it.
-func (a *arena) seal(i int) {
+// seal takes the sparse chunks' free slots off the free lists, so that no
+// slot of theirs is handed out again: the first step of emptying them.
+func (a *arena) seal() {
 	for c := range a.slots {
-		a.slots[c] = slices.DeleteFunc(a.slots[c], func(r ref) bool { return r.chunk() == i })
+		a.slots[c] = slices.DeleteFunc(a.slots[c], a.isSparse)
 	}
 }
 
-// drop gives the sealed chunk i back; it must hold no record.
-func (a *arena) drop(i int) {
-	a.size -= len(a.chunks[i])
-	freeChunk(a.chunks[i])
-	a.chunks[i], a.free[i] = nil, 0
+// drop gives the sealed sparse chunks back; they must hold no record.
+func (a *arena) drop() {
+	for i, sp := range a.sparse {
+		if sp {
+			a.size -= len(a.chunks[i])
+			freeChunk(a.chunks[i])
+			a.chunks[i], a.free[i], a.sparse[i] = nil, 0, false
+		}
+	}
+	a.nSparse = 0
 }
 
 // reset returns all the arena's memory; its refs are invalid after it.
@@ -195,7 +213,7 @@ func (a *arena) reset() {
 		}
 	}
 	clear(a.chunks)
-	a.chunks, a.free, a.cur, a.used, a.size = a.chunks[:0], a.free[:0], 0, 0, 0
+	a.chunks, a.free, a.sparse, a.cur, a.used, a.size, a.nSparse = a.chunks[:0], a.free[:0], a.sparse[:0], 0, 0, 0, 0
 	for c := range a.slots {
 		a.slots[c] = a.slots[c][:0]
 	}
