@@ -209,12 +209,17 @@ func (s *accountStore) spill(ha *hotAcct) {
 	if ha.gen != g.no {
 		g = s.prev
 	}
-	s.buf = s.appendRecord(s.buf[:0], &ha.a)
-	r := ha.r
+	s.write(g, ha.r, &ha.a)
+	s.unhot(ha)
+}
+
+// write encodes a into g: into slot r if it fits there (r not 0), else into
+// a new slot, r given back.
+func (s *accountStore) write(g *acctGen, r ref, a *account) {
+	s.buf = s.appendRecord(s.buf[:0], a)
 	var p []byte
 	if r != 0 {
 		if p = g.mem.record(r); len(s.buf) > len(p) {
-			ha.r = 0
 			s.free(g, r)
 			r = 0
 		}
@@ -223,8 +228,7 @@ func (s *accountStore) spill(ha *hotAcct) {
 		r, p = g.mem.alloc(len(s.buf))
 	}
 	copy(p, s.buf)
-	g.idx.put(ha.a.h, r)
-	s.unhot(ha)
+	g.idx.put(a.h, r)
 }
 
 // free gives slot r of g back, and empties the chunks left mostly free
@@ -356,10 +360,7 @@ func (s *accountStore) hold(prev bool, a *account) {
 	if prev {
 		g = s.prev
 	}
-	s.buf = s.appendRecord(s.buf[:0], a)
-	r, p := g.mem.alloc(len(s.buf))
-	copy(p, s.buf)
-	g.idx.put(a.h, r)
+	s.write(g, 0, a)
 }
 
 // has reports whether h is held.

@@ -89,8 +89,11 @@ func (a *arena) alloc(n int) (ref, []byte) {
 		p[0] = byte(c)
 		return r, p[1:]
 	}
-	// A little room, as the record may grow.
-	room := n + n/8
+	return a.big(n + n/8) // a little room, as the record may grow
+}
+
+// big carves a big slot of capacity room.
+func (a *arena) big(room int) (ref, []byte) {
 	r, p := a.carve(5 + room)
 	p[0] = bigSlot
 	binary.LittleEndian.PutUint32(p[1:], uint32(room))
@@ -170,17 +173,11 @@ func (a *arena) isSparse(r ref) bool { return a.sparse[r.chunk()] }
 // (a big slot gains no room, however often it moves) and returns it.
 func (a *arena) move(r ref) ref {
 	rec := a.record(r)
-	var n ref
-	var p []byte
+	alloc := a.alloc
 	if a.slot(r)[0] == bigSlot {
-		var b []byte
-		n, b = a.carve(5 + len(rec))
-		b[0] = bigSlot
-		binary.LittleEndian.PutUint32(b[1:], uint32(len(rec)))
-		p = b[5:]
-	} else {
-		n, p = a.alloc(len(rec))
+		alloc = a.big
 	}
+	n, p := alloc(len(rec))
 	copy(p, rec)
 	return n
 }
