@@ -59,10 +59,14 @@ type hotAcct struct {
 	r ref
 }
 
-// hotAccounts is how many accounts are kept decoded: enough for the
-// accounts active in any minute of a large platform, and about 40 MB. The
-// tests run the rules with 1 as well (TestColdAccounts).
-var hotAccounts = 1 << 16
+// DefaultHotAccounts is how many accounts an engine keeps decoded unless
+// Config.HotAccounts says fewer: enough for the accounts active in any
+// minute of a large platform, and about 40 MB.
+const DefaultHotAccounts = 1 << 16
+
+// hotAccounts is DefaultHotAccounts; the tests run the rules with 1 as well
+// (TestColdAccounts).
+var hotAccounts = DefaultHotAccounts
 
 func newAccountStore(gen int64, cap int, onEvict func(string, int)) *accountStore {
 	s := &accountStore{gen: gen, cap: cap, onEvict: onEvict, hot: map[uint64]*hotAcct{}, hotCap: hotAccounts}

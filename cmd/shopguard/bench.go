@@ -16,7 +16,6 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -300,10 +299,7 @@ func benchChild(ctx context.Context, e env, args []string) int {
 	r.Seconds = time.Since(start).Seconds()
 	runtime.ReadMemStats(&after)
 	r.Allocs = after.Mallocs - before.Mallocs
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		r.MaxRSSKiB = ru.Maxrss
-	}
+	r.MaxRSSKiB = maxRSSKiB()
 	if err != nil {
 		fmt.Fprintln(e.stderr, "bench child:", err)
 		return exitRuntime

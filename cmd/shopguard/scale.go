@@ -190,13 +190,10 @@ func countWatchlist(so *scaleout.Runtime, list *detect.SharedWatchlist, m *detec
 	}
 }
 
-// taskCaps divides the caps state.memory_bytes gave, and the hot set, among
+// taskCaps divides the caps state.memory_bytes gave, and the hot set (one
+// engine's default, the part of stateFixedBytes it was planned in), among
 // the n partitions of a stage.
 func taskCaps(c detect.Config, n int) (accounts, sources, hot int) {
 	n = max(n, 1)
-	return max(c.MaxAccounts/n, 1), max(c.MaxSources/n, 1), max(taskHotAccounts/n, 1024)
+	return max(c.MaxAccounts/n, 1), max(c.MaxSources/n, 1), max(detect.DefaultHotAccounts/n, 1024)
 }
-
-// taskHotAccounts is the hot set (detect.Config.HotAccounts) the tasks of
-// a stage share: the part of stateFixedBytes it was planned in.
-const taskHotAccounts = 1 << 16
