@@ -33,6 +33,7 @@ import (
 	"github.com/shopguard/shopguard/ingest/generate"
 	"github.com/shopguard/shopguard/ingest/geodemo"
 	"github.com/shopguard/shopguard/ingest/kafkatest"
+	"github.com/shopguard/shopguard/scaleout"
 )
 
 // The scale-out tests run several `shopguard run` instances in-process (each
@@ -600,8 +601,15 @@ sinks: {kafka: {topic: %s}}
 		var ins []*scInstance
 		for i := range k {
 			// Snapshots at the default interval's order, not the 300ms
-			// the correctness tests use to exercise them.
-			ins = append(ins, scStartWith(t, s, c, fmt.Sprintf("instance-%d", i+1), 300*time.Millisecond, 5*time.Second))
+			// the correctness tests use to exercise them. The default
+			// idle timeout too: the events are produced while the
+			// instances run, in chunks of 1000 that each wait for the
+			// broker, and with a timeout shorter than such a wait (300ms
+			// failed in CI) an input partition is declared idle between
+			// two chunks, the next chunk's events of the other partitions
+			// go on without it, and its own come late (as documented for
+			// idle_timeout), which changes the findings.
+			ins = append(ins, scStartWith(t, s, c, fmt.Sprintf("instance-%d", i+1), scaleout.DefaultConfig.IdleTimeout, 5*time.Second))
 		}
 		scWaitAssigned(t, ins)
 		go c.Produce(t, scAudit, msgs...)
@@ -615,9 +623,15 @@ sinks: {kafka: {topic: %s}}
 		})
 		rows = append(rows, row{fmt.Sprintf("%d instance(s)", k), rate, done, lastCPU})
 		scWaitDone(t, c, ins, 30*time.Second)
+		var late float64
+		for _, in := range ins {
+			v, _ := in.metric("shopguard_scale_late_total", "")
+			late += v
+		}
 		for _, in := range ins {
 			in.stop(t)
 		}
+		require.Zero(t, late, "%d instance(s) processed events out of their order (an input partition was idle for %s while the events were produced)", k, scaleout.DefaultConfig.IdleTimeout)
 		scRequireEqual(t, s, c)
 	}
 	var b strings.Builder
