@@ -67,9 +67,9 @@ func (o *SourceOptions) fill() {
 	}
 }
 
-// Source is the always-on consumer: a kafka-go consumer-group Reader
-// on the audit topic, decoding each message into an event and handing them
-// to the engine in batches.
+// Source is the always-on consumer: a member of the consumer group on the
+// audit topic (groupReader), decoding each message into an event and
+// handing them to the engine in batches.
 //
 // Delivery is at least once. A batch's offsets are committed only after
 // its Done has been called and the Done of every batch fetched before it,
@@ -84,7 +84,7 @@ type Source struct {
 	// in a batch. Only Run touches it.
 	delivered map[int]int64
 	cfg       Config
-	r         *kafkago.Reader
+	r         *groupReader
 	fetch     func(context.Context) (kafkago.Message, error) // r.FetchMessage, but for tests
 	dialer    *kafkago.Dialer
 	merge     *merger // nil: partitions as fetched
@@ -107,14 +107,11 @@ type Source struct {
 	closeOnce  sync.Once
 	closeErr   error
 
-	statsMu sync.Mutex
-	stats   readerTotals
 }
 
 var _ shopguard.Source = (*Source)(nil)
 
-// readerTotals accumulates kafka-go's Reader.Stats, which resets its
-// counters on every call.
+// readerTotals are the group reader's counts.
 type readerTotals struct {
 	errors, rebalances uint64
 }
@@ -132,38 +129,10 @@ func NewSource(cfg Config, opts SourceOptions) (*Source, error) {
 	}
 	opts.fill()
 	log := opts.Logger.With("topic", cfg.Topic, "group", cfg.Group)
-	info, errl := Loggers(log)
-	start := kafkago.FirstOffset
-	if cfg.StartOffset == StartLatest {
-		start = kafkago.LastOffset
+	r, err := newGroupReader(cfg, dialer, log)
+	if err != nil {
+		return nil, err
 	}
-	r := kafkago.NewReader(kafkago.ReaderConfig{
-		Brokers:           cfg.Brokers,
-		GroupID:           cfg.Group,
-		Topic:             cfg.Topic,
-		Dialer:            dialer,
-		QueueCapacity:     cfg.QueueCapacity,
-		MinBytes:          cfg.MinBytes,
-		MaxBytes:          cfg.MaxBytes,
-		MaxWait:           cfg.MaxWait,
-		ReadBatchTimeout:  cfg.MaxWait + cfg.DialTimeout,
-		HeartbeatInterval: cfg.HeartbeatInterval,
-		// Commits are synchronous inside kafka-go; the source coalesces
-		// them itself so that it sees (and counts) every failure.
-		CommitInterval:        0,
-		WatchPartitionChanges: true,
-		SessionTimeout:        cfg.SessionTimeout,
-		RebalanceTimeout:      cfg.RebalanceTimeout,
-		JoinGroupBackoff:      cfg.RetryBackoffMax,
-		StartOffset:           start,
-		ReadBackoffMin:        cfg.RetryBackoff,
-		ReadBackoffMax:        cfg.RetryBackoffMax,
-		Logger:                info,
-		ErrorLogger:           errl,
-		// Only what transactional producers committed counts as input.
-		IsolationLevel: kafkago.ReadCommitted,
-		MaxAttempts:    max(cfg.MaxRetries, 1),
-	})
 	s := &Source{
 		cfg:        cfg,
 		r:          r,
@@ -194,15 +163,9 @@ func NewSource(cfg Config, opts SourceOptions) (*Source, error) {
 	return s, nil
 }
 
-// readerStats folds the reader's latest stats into the totals and returns
-// them.
+// readerStats returns the reader's errors and generations joined.
 func (s *Source) readerStats() readerTotals {
-	st := s.r.Stats()
-	s.statsMu.Lock()
-	defer s.statsMu.Unlock()
-	s.stats.errors += uint64(max(st.Errors, 0))
-	s.stats.rebalances += uint64(max(st.Rebalances, 0))
-	return s.stats
+	return readerTotals{errors: s.r.errors.Load(), rebalances: s.r.rebalances.Load()}
 }
 
 // Ready reports whether the source is consuming: Run is active, the reader
