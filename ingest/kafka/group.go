@@ -1,11 +1,13 @@
 package kafka
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,7 +105,7 @@ func newGroupReader(cfg Config, dialer *kafkago.Dialer, log *slog.Logger) (*grou
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	r := &groupReader{
-		cfg: cfg, dialer: dialer, cg: cg, log: log,
+		cfg: cfg, dialer: bufferedDialer(dialer), cg: cg, log: log,
 		// Enough for every partition reader to be a fetch ahead.
 		chunks: make(chan *chunk, max(cfg.QueueCapacity/64, 16)),
 		errs:   make(chan error, 1),
@@ -112,6 +114,39 @@ func newGroupReader(cfg Config, dialer *kafkago.Dialer, log *slog.Logger) (*grou
 	go r.run(ctx)
 	return r, nil
 }
+
+// readBufferBytes is how much a partition connection reads from its
+// socket at once. kafka-go's Conn reads through a 4 KiB bufio.Reader, which
+// at full speed made one read system call per 4 KiB: a sixth of the
+// partition readers' time in the live profile.
+const readBufferBytes = 256 << 10
+
+// bufferedDialer returns a copy of d whose connections read from the
+// socket readBufferBytes at a time (below TLS, when d has it).
+func bufferedDialer(d *kafkago.Dialer) *kafkago.Dialer {
+	bd := *d
+	dial := d.DialFunc
+	if dial == nil {
+		dial = (&net.Dialer{LocalAddr: d.LocalAddr, DualStack: d.DualStack, FallbackDelay: d.FallbackDelay,
+			KeepAlive: d.KeepAlive}).DialContext
+	}
+	bd.DialFunc = func(ctx context.Context, network, address string) (net.Conn, error) {
+		c, err := dial(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, readBufferBytes)}, nil
+	}
+	return &bd
+}
+
+// bufferedConn is a net.Conn whose reads go through r.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // run follows the group's generations until ctx is done.
 func (r *groupReader) run(ctx context.Context) {

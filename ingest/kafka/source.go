@@ -106,7 +106,6 @@ type Source struct {
 	commitDone chan struct{}
 	closeOnce  sync.Once
 	closeErr   error
-
 }
 
 var _ shopguard.Source = (*Source)(nil)
