@@ -197,7 +197,12 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 		wake    time.Time // the merge's next wake-up as of then
 		scratch shopguard.Event
 		fails   int
+		sent    bool // a batch was sent since the clock was read
 	)
+	clock := s.clock
+	if clock == nil {
+		clock = time.Now
+	}
 	// batch makes evs one batch with the progress made.
 	batch := func() shopguard.Batch {
 		a := s.acks.push(g.progress())
@@ -220,7 +225,11 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 		}
 	}()
 	for {
-		now := time.Now()
+		// The fetch's clock, unless this loop may have waited to send.
+		now := clock()
+		if sent {
+			now, sent = time.Now(), false
+		}
 		if now.Sub(stalls) >= 10*time.Millisecond || wake.IsZero() && g.o.Len() > 0 {
 			g.stall(now)
 			stalls, wake = now, g.wake(now)
@@ -241,6 +250,7 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 				return stopped()
 			}
 			g.paused(time.Since(now))
+			sent = true
 			continue
 		}
 		// Wait for the next message, the batch's linger or the merge's
@@ -262,7 +272,11 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 			if !s.admit(ctx, &msg, ev) {
 				ev = nil
 			}
-			g.fetched(time.Now(), &msg, ev)
+			at := clock() // later than now if the fetch waited
+			if at.Before(now) {
+				at = now
+			}
+			g.fetched(at, &msg, ev)
 			if ev == nil && len(evs) == 0 {
 				// Not an event: commit past it once nothing waits before it.
 				if parts := g.progress(); len(parts) > 0 {

@@ -86,6 +86,7 @@ type Source struct {
 	cfg       Config
 	r         *groupReader
 	fetch     func(context.Context) (kafkago.Message, error) // r.FetchMessage, but for tests
+	clock     func() time.Time                               // r.now, but for tests
 	dialer    *kafkago.Dialer
 	merge     *merger // nil: partitions as fetched
 	opts      SourceOptions
@@ -140,7 +141,7 @@ func NewSource(cfg Config, opts SourceOptions) (*Source, error) {
 		lagGauges:  map[int]prometheus.Gauge{},
 		commitDone: make(chan struct{}),
 	}
-	s.fetch, s.dialer = r.FetchMessage, dialer
+	s.fetch, s.clock, s.dialer = r.FetchMessage, r.now, dialer
 	if cfg.Lateness > 0 {
 		s.merge = newMerger(cfg, opts.Kafka)
 	}
