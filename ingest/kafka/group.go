@@ -383,7 +383,10 @@ func (r *groupReader) fetch(ctx context.Context, conn *kafkago.Conn, version int
 // once the reader is closed.
 func (r *groupReader) FetchMessage(ctx context.Context) (kafkago.Message, error) {
 	for {
-		if c := r.cur; c != nil && r.i < len(c.msgs) {
+		// A chunk of an earlier generation is dropped even part-read, as
+		// kafka-go's Reader drops its messages: its partition may be
+		// another member's now.
+		if c := r.cur; c != nil && r.i < len(c.msgs) && c.version == r.version.Load() {
 			m := &c.msgs[r.i]
 			if r.i++; r.i%256 == 0 {
 				r.at = time.Now() // bounds the clock's drift
