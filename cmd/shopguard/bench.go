@@ -24,6 +24,7 @@ import (
 	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/generate"
 	"github.com/shopguard/shopguard/ingest/geodemo"
+	"github.com/shopguard/shopguard/ingest/geoip"
 	"github.com/shopguard/shopguard/ingest/kafka"
 )
 
@@ -73,11 +74,13 @@ func runBench(ctx context.Context, e env, args []string) int {
 		lateness             time.Duration
 		cpuProfile           string
 		config               string
+		geoPath              string
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(e.stderr, benchUsage); fs.PrintDefaults() }
 	fs.StringVar(&sizes, "events", "1000000", "comma-separated event counts to measure, e.g. 100000,1000000,3000000")
 	fs.StringVar(&dir, "dir", filepath.Join(os.TempDir(), "shopguard-bench"), "`directory` for the generated files (reused)")
+	fs.StringVar(&geoPath, "geoip", "", "City `database` for the replay runs (e.g. GeoLite2-City.mmdb) instead of the generated demo one")
 	fs.StringVar(&workload, "workload", "realistic", "realistic (generator traffic), distinct (a new account and address per event) or accounts (events/2 accounts logging in twice: the memory budget)")
 	fs.IntVar(&workers, "workers", 0, "replay decoders (0: one per CPU)")
 	fs.BoolVar(&live, "live", false, "measure the live path through the embedded broker instead (consume rate vs kafka-go, latency)")
@@ -134,6 +137,17 @@ func runBench(ctx context.Context, e env, args []string) int {
 	if err := geodemo.Write(geo, geodemo.Cities); err != nil {
 		fmt.Fprintln(e.stderr, "shopguard bench:", err)
 		return exitRuntime
+	}
+	if geoPath != "" {
+		// Opened here first, so that a wrong path is one clear error.
+		gc := geoip.DefaultConfig
+		gc.Path = geoPath
+		_, closeGeo, err := openGeoIP(gc, prometheus.NewRegistry(), nil)
+		if err != nil {
+			return usageError(e, "bench", "--geoip: %v", err)
+		}
+		closeGeo()
+		geo = geoPath
 	}
 	self, err := os.Executable()
 	if err != nil {
