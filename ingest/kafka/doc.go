@@ -1,7 +1,7 @@
 // Package kafka reads and writes the audit topic with kafka-go: the
-// consumer-group Source (FetchMessage, commits in order after the record
-// sinks hold a batch's findings, checkpoint-bounded FlushTo and
-// RewindGroup), the time-range RangeSource of `replay --since --until`, the
+// consumer-group Source (a group member reading each assigned partition
+// from its leader, groupReader; commits in order after the record sinks
+// hold a batch's findings, checkpoint-bounded FlushTo and RewindGroup), the time-range RangeSource of `replay --since --until`, the
 // Producer behind `generate --brokers`, and the DeadLetter writer. Config is
 // the `kafka:` section; its connection keys (brokers, tls, sasl, client_id,
 // dial_timeout) are internal/kafkaconf's, shared with alert's findings sink
