@@ -59,8 +59,9 @@ type Config struct {
 	MinBytes int           `yaml:"min_bytes"`
 	MaxBytes int           `yaml:"max_bytes"`
 	MaxWait  time.Duration `yaml:"max_wait"`
-	// QueueCapacity is how many fetched messages kafka-go buffers ahead
-	// of the source.
+	// QueueCapacity bounds what the partition readers fetch ahead of the
+	// source: QueueCapacity/64 chunks (at least 16) of 128 KiB each, a
+	// chunk holding a few hundred messages (docs/operations.md).
 	QueueCapacity int `yaml:"queue_capacity"`
 	// BatchSize is the most events handed to the engine in one batch.
 	BatchSize int `yaml:"batch_size"`

@@ -31,7 +31,9 @@ import (
 // Its semantics are the Reader's: the group's committed offsets (or
 // StartOffset) are where a generation starts; messages a partition reader
 // of an earlier generation fetched are dropped once a new generation is
-// assigned; only what transactional producers committed is read; a
+// assigned; fetches are read committed (kafka-go stops at the last stable
+// offset, but, Reader or not, does not drop the records of aborted
+// transactions, nor their markers, which are rejected as invalid); a
 // partition read before its first offset (retention) moves on to it.
 type groupReader struct {
 	cfg    Config
@@ -189,7 +191,12 @@ func (r *groupReader) run(ctx context.Context) {
 }
 
 // report hands err to the next FetchMessage, unless one is waiting there.
+// io.EOF (a broker that closed the connection) becomes io.ErrUnexpectedEOF,
+// as in kafka-go's Reader: FetchMessage's io.EOF means the reader is closed.
 func (r *groupReader) report(err error) {
+	if errors.Is(err, io.EOF) {
+		err = fmt.Errorf("%w (%v)", io.ErrUnexpectedEOF, err)
+	}
 	select {
 	case r.errs <- err:
 	default:
@@ -212,8 +219,14 @@ func (r *groupReader) readPartition(ctx context.Context, version int64, p int, o
 			if ctx.Err() != nil {
 				return
 			}
+			if errors.Is(err, kafkago.OffsetOutOfRange) {
+				// Past the partition's end (as kafka-go's Reader, wait for
+				// it to grow).
+				log.Warn("kafka partition reader: offset past the partition's end; retrying", "offset", offset, "err", err)
+				continue
+			}
 			r.errors.Add(1)
-			if attempt >= r.cfg.MaxRetries {
+			if attempt >= max(r.cfg.MaxRetries, 1) {
 				r.report(fmt.Errorf("partition %d: %w", p, err))
 			}
 			log.Warn("kafka partition reader: connecting did not succeed; retrying", "attempt", attempt+1, "err", err)
@@ -230,7 +243,7 @@ func (r *groupReader) readPartition(ctx context.Context, version int64, p int, o
 			offset, short, err = r.fetch(ctx, conn, version, p, offset, room, &spare)
 			switch {
 			case err == nil || errors.Is(err, io.EOF) || errors.Is(err, kafkago.RequestTimedOut):
-				fails = -1
+				fails, room = -1, minValueRoom // one big value does not make every buffer big
 			case short:
 				room *= 2 // read the rest of the fetch again with more room
 				fails = -1
@@ -322,7 +335,8 @@ func (r *groupReader) fetch(ctx context.Context, conn *kafkago.Conn, version int
 		MaxBytes:       r.cfg.MaxBytes,
 		IsolationLevel: kafkago.ReadCommitted,
 	})
-	// The whole fetch, however large, reads within this.
+	// The fetch reads within this, and so does each chunk after one is
+	// handed over.
 	_ = conn.SetReadDeadline(time.Now().Add(r.cfg.MaxWait + r.cfg.DialTimeout))
 	want := offset
 	c := &chunk{version: version, partition: p, hwm: batch.HighWaterMark(), buf: (*spare)[:0]}
@@ -338,6 +352,10 @@ func (r *groupReader) fetch(ctx context.Context, conn *kafkago.Conn, version int
 			return ctx.Err()
 		}
 		c = &chunk{version: version, partition: p, hwm: c.hwm, buf: c.buf[len(c.buf):len(c.buf):cap(c.buf)]}
+		// The rest of the fetch reads within this, however long the
+		// Source took to take the chunk (kafka-go's Reader set it for
+		// every message).
+		_ = conn.SetReadDeadline(time.Now().Add(r.cfg.MaxWait + r.cfg.DialTimeout))
 		return nil
 	}
 	for {
@@ -390,11 +408,23 @@ func (r *groupReader) FetchMessage(ctx context.Context) (kafkago.Message, error)
 			m := &c.msgs[r.i]
 			if r.i++; r.i%256 == 0 {
 				r.at = time.Now() // bounds the clock's drift
+				if err := ctx.Err(); err != nil {
+					r.i--
+					return kafkago.Message{}, err
+				}
 			}
 			return kafkago.Message{Topic: r.cfg.Topic, Partition: c.partition, Offset: m.offset,
 				HighWaterMark: c.hwm, Value: c.buf[m.from:m.to:m.to]}, nil
 		}
 		r.cur = nil
+		select { // what was fetched first, before an error reported meanwhile
+		case c := <-r.chunks:
+			if c.version == r.version.Load() {
+				r.cur, r.i, r.at = c, 0, time.Now()
+			}
+			continue
+		default:
+		}
 		select {
 		case c := <-r.chunks:
 			if c.version == r.version.Load() {
@@ -429,9 +459,16 @@ func (r *groupReader) CommitMessages(ctx context.Context, msgs ...kafkago.Messag
 	for _, m := range msgs {
 		offsets[m.Partition] = max(offsets[m.Partition], m.Offset+1)
 	}
-	for {
+	for attempt := 1; ; {
 		if gen := r.gen.Load(); gen != nil {
-			return gen.CommitOffsets(map[string]map[int]int64{r.cfg.Topic: offsets})
+			err := gen.CommitOffsets(map[string]map[int]int64{r.cfg.Topic: offsets})
+			// Three attempts, as kafka-go's Reader makes, before the
+			// Source counts a failed commit.
+			if err == nil || attempt == 3 || Sleep(ctx, r.cfg.Backoff(attempt)) != nil {
+				return err
+			}
+			attempt++
+			continue
 		}
 		select {
 		case <-ctx.Done():

@@ -197,7 +197,8 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 		wake    time.Time // the merge's next wake-up as of then
 		scratch shopguard.Event
 		fails   int
-		sent    bool // a batch was sent since the clock was read
+		sent    = true      // a batch may have been sent since the clock was read (and Run may be new)
+		last    time.Time // the latest time read
 	)
 	clock := s.clock
 	if clock == nil {
@@ -230,6 +231,10 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 		if sent {
 			now, sent = time.Now(), false
 		}
+		if now.Before(last) {
+			now = last // the fetch's clock is older than a send's
+		}
+		last = now
 		if now.Sub(stalls) >= 10*time.Millisecond || wake.IsZero() && g.o.Len() > 0 {
 			g.stall(now)
 			stalls, wake = now, g.wake(now)
@@ -243,13 +248,14 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 		}
 		if len(evs) >= s.cfg.BatchSize || len(evs) > 0 && now.Sub(first) >= s.cfg.BatchLinger {
 			b := batch()
+			t0 := time.Now()
 			select {
 			case out <- b:
 			case <-ctx.Done():
 				s.held = &b
 				return stopped()
 			}
-			g.paused(time.Since(now))
+			g.paused(time.Since(t0))
 			sent = true
 			continue
 		}
