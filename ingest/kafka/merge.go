@@ -197,7 +197,7 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 		wake    time.Time // the merge's next wake-up as of then
 		scratch shopguard.Event
 		fails   int
-		sent    = true      // a batch may have been sent since the clock was read (and Run may be new)
+		sent    = true    // a batch may have been sent since the clock was read (and Run may be new)
 		last    time.Time // the latest time read
 	)
 	clock := s.clock
