@@ -71,7 +71,7 @@ func (g *merger) fetched(now time.Time, m *kafkago.Message, ev *shopguard.Event)
 	mp.next, mp.hwm, mp.last, mp.stalled = m.Offset+1, m.HighWaterMark, now, false
 	if ev != nil {
 		mp.st = max(mp.st, ev.Time.UnixNano())
-		g.o.Add(order.Key{T: mp.st, P: int32(m.Partition), Off: m.Offset}, *ev)
+		g.o.AddFrom(order.Key{T: mp.st, P: int32(m.Partition), Off: m.Offset}, ev)
 	}
 	g.o.Mark(int32(m.Partition), order.Key{T: mp.st, P: int32(m.Partition), Off: mp.next}, mp.next >= mp.hwm)
 }
@@ -144,11 +144,15 @@ func (g *merger) release(now time.Time, evs []shopguard.Event, limit int) []shop
 		if forced {
 			g.m.forced.Inc()
 		}
-		it := g.o.Pop()
-		if g.o.Processed(it.K) {
+		n := len(evs)
+		if n == cap(evs) {
+			evs = append(evs, shopguard.Event{})
+		} else {
+			evs = evs[:n+1]
+		}
+		if g.o.Processed(g.o.PopTo(&evs[n])) {
 			g.m.late.Inc()
 		}
-		evs = append(evs, it.V)
 	}
 	g.m.buffered.Set(float64(g.o.Len()))
 	return evs

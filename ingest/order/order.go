@@ -87,7 +87,8 @@ const blockLen = 256
 
 func (q *queue[V]) len() int { return q.n }
 
-func (q *queue[V]) push(it Item[V]) {
+// next returns the slot the next item goes in, which the caller fills.
+func (q *queue[V]) next() *Item[V] {
 	if len(q.blocks) == 0 || q.tail == blockLen {
 		var b []Item[V]
 		if n := len(q.free); n > 0 {
@@ -98,17 +99,24 @@ func (q *queue[V]) push(it Item[V]) {
 		q.blocks = append(q.blocks, b)
 		q.tail = 0
 	}
-	q.blocks[len(q.blocks)-1][q.tail] = it
+	it := &q.blocks[len(q.blocks)-1][q.tail]
 	q.tail++
 	q.n++
+	return it
 }
 
 func (q *queue[V]) front() *Item[V] { return &q.blocks[0][q.head] }
 
-func (q *queue[V]) pop() Item[V] {
+// popTo copies the oldest item's value into *dst and returns its key. The
+// slot keeps its value until it is overwritten, rather than being cleared:
+// a queue holds at most its blocks in use and four free ones, so what the
+// stale slots keep alive is bounded, and clearing each one (with the
+// collector's write barrier) cost as much as copying it.
+func (q *queue[V]) popTo(dst *V) Key {
 	b := q.blocks[0]
-	it := b[q.head]
-	b[q.head] = Item[V]{}
+	it := &b[q.head]
+	*dst = it.V
+	k := it.K
 	q.head++
 	q.n--
 	if q.head == blockLen || q.n == 0 {
@@ -125,7 +133,7 @@ func (q *queue[V]) pop() Item[V] {
 		}
 		q.head = 0
 	}
-	return it
+	return k
 }
 
 // all appends the waiting items to out.
@@ -198,15 +206,31 @@ func (o *Order[V]) Add(k Key, v V) bool {
 	return true
 }
 
-func (o *Order[V]) add(it Item[V]) {
-	o.grow(it.K.P)
-	q := &o.queues[it.K.P]
-	q.push(it)
+// AddFrom is Add that copies *v into the order once: for a large V.
+func (o *Order[V]) AddFrom(k Key, v *V) bool {
+	if last, ok := o.Seen[k.P]; ok && k.Off <= last {
+		return false
+	}
+	o.Seen[k.P] = k.Off
+	o.slot(k).V = *v
+	return true
+}
+
+func (o *Order[V]) add(it Item[V]) { *o.slot(it.K) = it }
+
+// slot returns the slot for the event with key k, its key set, which the
+// caller fills.
+func (o *Order[V]) slot(k Key) *Item[V] {
+	o.grow(k.P)
+	q := &o.queues[k.P]
+	it := q.next()
+	it.K = k
 	o.n++
 	if q.len() == 1 {
-		o.heads = append(o.heads, it.K.P)
+		o.heads = append(o.heads, k.P)
 		o.up(len(o.heads) - 1)
 	}
+	return it
 }
 
 // Load puts back events a checkpoint held (Items), in any order, without
@@ -298,8 +322,16 @@ func (o *Order[V]) Oldest(p int32) (Key, bool) {
 
 // Pop removes and returns the smallest waiting event.
 func (o *Order[V]) Pop() Item[V] {
+	var it Item[V]
+	it.K = o.PopTo(&it.V)
+	return it
+}
+
+// PopTo is Pop that copies the event into *dst and returns its key: for a
+// large V.
+func (o *Order[V]) PopTo(dst *V) Key {
 	q := &o.queues[o.heads[0]]
-	it := q.pop()
+	k := q.popTo(dst)
 	o.n--
 	if q.len() == 0 {
 		last := len(o.heads) - 1
@@ -309,7 +341,7 @@ func (o *Order[V]) Pop() Item[V] {
 	if len(o.heads) > 0 {
 		o.down(0)
 	}
-	return it
+	return k
 }
 
 func (o *Order[V]) less(i, j int) bool {

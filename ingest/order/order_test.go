@@ -1,6 +1,7 @@
 package order
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -93,4 +94,51 @@ func TestOrderFrontierUnknownInputs(t *testing.T) {
 	require.Equal(t, Key{T: 1}, k.Frontier())
 	k.Mark(3, Key{T: 0, P: 3}, false)
 	require.Equal(t, 4, k.Inputs, "a partition was added")
+}
+
+// TestOrderAddFromPopTo: AddFrom and PopTo, the copy-once forms for large
+// values, keep the order and drop duplicates as Add and Pop do, and a value
+// popped is a copy that later events reusing its slot do not change.
+func TestOrderAddFromPopTo(t *testing.T) {
+	type big struct {
+		id  string
+		pad [24]int64
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	a, b := New[big](3), New[big](3)
+	var popped []big
+	var keys []Key
+	off := make([]int64, 3)
+	for round := range 4 * blockLen {
+		p := int32(rng.IntN(3))
+		k := Key{T: int64(round / 3), P: p, Off: off[p]}
+		off[p]++
+		v := big{id: fmt.Sprint(k)}
+		require.True(t, a.Add(k, v))
+		require.True(t, b.AddFrom(k, &v))
+		require.False(t, b.AddFrom(k, &v), "a duplicate is dropped")
+		v.id = "changed after it was added"
+		if rng.IntN(3) == 0 { // drain some as we go, across block boundaries
+			for a.Len() > 0 && rng.IntN(4) != 0 {
+				it := a.Pop()
+				var got big
+				k := b.PopTo(&got)
+				require.Equal(t, it.K, k)
+				require.Equal(t, it.V, got)
+				popped, keys = append(popped, got), append(keys, k)
+			}
+		}
+	}
+	for a.Len() > 0 {
+		it := a.Pop()
+		var got big
+		require.Equal(t, it.K, b.PopTo(&got))
+		require.Equal(t, it.V, got)
+		popped, keys = append(popped, got), append(keys, it.K)
+	}
+	require.Zero(t, b.Len())
+	require.Len(t, popped, 4*blockLen)
+	for i, v := range popped {
+		require.Equal(t, fmt.Sprint(keys[i]), v.id, "popped value %d changed when its slot was reused", i)
+	}
 }
