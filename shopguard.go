@@ -276,6 +276,8 @@ type Batch struct {
 	// Done, when not nil, is called once every finding derived from Events
 	// is held by the record sinks; a Kafka source commits offsets there. It
 	// is called at most once, from the goroutine that processed the batch.
+	// Events belongs to the source again after Done, which may reuse the
+	// array for a later batch: nothing may read it afterwards.
 	Done func()
 }
 

@@ -42,10 +42,11 @@ func (t *tapSource) Run(ctx context.Context, out chan<- shopguard.Batch) error {
 	for b := range mid {
 		done, evs := b.Done, b.Events
 		b.Done = func() {
+			// Before done: the source may reuse the events after it.
+			t.onDone(evs, time.Now())
 			if done != nil {
 				done()
 			}
-			t.onDone(evs, time.Now())
 		}
 		select {
 		case out <- b:

@@ -212,9 +212,11 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 	batch := func() shopguard.Batch {
 		a := s.acks.push(g.progress())
 		var once atomic.Bool
+		arr := evs
 		b := shopguard.Batch{Events: evs, Received: first, Done: func() {
 			if once.CompareAndSwap(false, true) {
 				s.acks.done(a)
+				s.recycle(arr)
 			}
 		}}
 		evs = nil
@@ -245,7 +247,7 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 		}
 		n := len(evs)
 		if evs == nil {
-			evs = make([]shopguard.Event, 0, s.cfg.BatchSize)
+			evs = s.events()
 		}
 		if evs = g.release(now, evs, s.cfg.BatchSize); len(evs) > 0 && n == 0 {
 			first = now

@@ -720,3 +720,41 @@ var kafkaTestLogger = func() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }()
+
+// TestKafkaSourceReusesDoneBatches: the array of a batch that is Done
+// carries a later batch (shopguard.Batch: nothing reads it after Done),
+// and the array of one that is not Done is never handed out again; every
+// event arrives once, in order, whichever array carries it.
+func TestKafkaSourceReusesDoneBatches(t *testing.T) {
+	c := newKafkaCluster(t, 1)
+	cfg := kafkaTestConfig(c)
+	cfg.BatchSize = 10
+	cfg.BatchLinger = 100 * time.Millisecond
+	var lines []string
+	for i := range 200 {
+		lines = append(lines, kafkaEventLine(fmt.Sprintf("e%03d", i), kafkaT0))
+	}
+	c.ProduceLines(t, auditTopic, 1, lines...)
+	h := startKafkaSource(t, cfg, nil)
+	array := func(b shopguard.Batch) *shopguard.Event { return &b.Events[:1][0] }
+
+	kept := h.next() // never Done
+	require.Equal(t, "e000", kept.Events[0].ID)
+	keptArray := array(kept)
+	seen := map[*shopguard.Event]int{}
+	next, reused := 10, 0
+	for next < 200 {
+		b := h.next()
+		require.NotSame(t, keptArray, array(b), "the array of a batch not Done was handed out again")
+		for _, id := range batchIDs(b) {
+			require.Equal(t, fmt.Sprintf("e%03d", next), id)
+			next++
+		}
+		if seen[array(b)]++; seen[array(b)] > 1 {
+			reused++
+		}
+		b.Done()
+	}
+	require.Equal(t, "e000", kept.Events[0].ID, "a batch not Done keeps its events")
+	require.Positive(t, reused, "no array of a Done batch carried a later one")
+}
