@@ -130,8 +130,9 @@ func bufferedDialer(d *kafkago.Dialer) *kafkago.Dialer {
 	bd := *d
 	dial := d.DialFunc
 	if dial == nil {
-		dial = (&net.Dialer{LocalAddr: d.LocalAddr, DualStack: d.DualStack, FallbackDelay: d.FallbackDelay,
-			KeepAlive: d.KeepAlive}).DialContext
+		// As kafka-go's Dialer dials (its DualStack is the default since
+		// Go 1.12).
+		dial = (&net.Dialer{LocalAddr: d.LocalAddr, FallbackDelay: d.FallbackDelay, KeepAlive: d.KeepAlive}).DialContext
 	}
 	bd.DialFunc = func(ctx context.Context, network, address string) (net.Conn, error) {
 		c, err := dial(ctx, network, address)

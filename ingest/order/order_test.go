@@ -113,7 +113,7 @@ func TestOrderAddFromPopTo(t *testing.T) {
 		p := int32(rng.IntN(3))
 		k := Key{T: int64(round / 3), P: p, Off: off[p]}
 		off[p]++
-		v := big{id: fmt.Sprint(k)}
+		v := big{id: fmt.Sprint(k), pad: [24]int64{k.T, int64(k.P), k.Off}}
 		require.True(t, a.Add(k, v))
 		require.True(t, b.AddFrom(k, &v))
 		require.False(t, b.AddFrom(k, &v), "a duplicate is dropped")
@@ -140,5 +140,6 @@ func TestOrderAddFromPopTo(t *testing.T) {
 	require.Len(t, popped, 4*blockLen)
 	for i, v := range popped {
 		require.Equal(t, fmt.Sprint(keys[i]), v.id, "popped value %d changed when its slot was reused", i)
+		require.Equal(t, keys[i].Off, v.pad[2])
 	}
 }
