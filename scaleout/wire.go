@@ -1,6 +1,7 @@
 package scaleout
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -345,7 +346,9 @@ func decodeTask(b []byte) (*taskState, error) {
 	items := make([]scaleItem, 0, n)
 	for range n {
 		k := r.key()
-		raw := r.take(int(r.u32()))
+		// A copy: the order's popped slots keep their values until
+		// overwritten, and raw would pin the whole snapshot.
+		raw := bytes.Clone(r.take(int(r.u32())))
 		items = append(items, scaleItem{K: k, V: raw})
 	}
 	o.Load(items)

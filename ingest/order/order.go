@@ -79,7 +79,7 @@ type queue[V any] struct {
 	head   int         // index of the oldest item in blocks[0]
 	tail   int         // items in the last block
 	n      int
-	free   [][]Item[V] // drained blocks, cleared
+	free   [][]Item[V] // drained blocks (their stale values stay until overwritten)
 }
 
 // blockLen is the items per block.
