@@ -337,8 +337,9 @@ func (r *groupReader) fetch(ctx context.Context, conn *kafkago.Conn, version int
 		IsolationLevel: kafkago.ReadCommitted,
 	})
 	// The fetch reads within this, and so does each chunk after one is
-	// handed over.
-	_ = conn.SetReadDeadline(time.Now().Add(r.cfg.MaxWait + r.cfg.DialTimeout))
+	// handed over (kafka-go's Reader set it for every message).
+	readDeadline := func() { _ = conn.SetReadDeadline(time.Now().Add(r.cfg.MaxWait + r.cfg.DialTimeout)) }
+	readDeadline()
 	want := offset
 	c := &chunk{version: version, partition: p, hwm: batch.HighWaterMark(), buf: (*spare)[:0]}
 	// send hands c over; the next chunk continues in the rest of its
@@ -353,10 +354,7 @@ func (r *groupReader) fetch(ctx context.Context, conn *kafkago.Conn, version int
 			return ctx.Err()
 		}
 		c = &chunk{version: version, partition: p, hwm: c.hwm, buf: c.buf[len(c.buf):len(c.buf):cap(c.buf)]}
-		// The rest of the fetch reads within this, however long the
-		// Source took to take the chunk (kafka-go's Reader set it for
-		// every message).
-		_ = conn.SetReadDeadline(time.Now().Add(r.cfg.MaxWait + r.cfg.DialTimeout))
+		readDeadline() // however long the Source took to take the chunk
 		return nil
 	}
 	for {
@@ -420,17 +418,13 @@ func (r *groupReader) FetchMessage(ctx context.Context) (kafkago.Message, error)
 		r.cur = nil
 		select { // what was fetched first, before an error reported meanwhile
 		case c := <-r.chunks:
-			if c.version == r.version.Load() {
-				r.cur, r.i, r.at = c, 0, time.Now()
-			}
+			r.take(c)
 			continue
 		default:
 		}
 		select {
 		case c := <-r.chunks:
-			if c.version == r.version.Load() {
-				r.cur, r.i, r.at = c, 0, time.Now()
-			}
+			r.take(c)
 		case err := <-r.errs:
 			return kafkago.Message{}, err
 		case <-ctx.Done():
@@ -438,6 +432,14 @@ func (r *groupReader) FetchMessage(ctx context.Context) (kafkago.Message, error)
 		case <-r.done:
 			return kafkago.Message{}, io.EOF
 		}
+	}
+}
+
+// take makes c the chunk FetchMessage returns messages of, unless it is
+// of an earlier generation.
+func (r *groupReader) take(c *chunk) {
+	if c.version == r.version.Load() {
+		r.cur, r.i, r.at = c, 0, time.Now()
 	}
 }
 
