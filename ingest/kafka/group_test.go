@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -175,6 +176,13 @@ func TestGroupReaderBrokerClosingIsNotClose(t *testing.T) {
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			// Read the client's first request whole before closing: a
+			// close with unread bytes is a reset (ECONNRESET), not the
+			// orderly close (io.EOF) this test is about.
+			var size [4]byte
+			if _, err := io.ReadFull(c, size[:]); err == nil {
+				_, _ = io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(size[:])))
 			}
 			c.Close()
 		}
