@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -18,23 +17,21 @@ func watchlistFile(n int) []byte {
 	return b.Bytes()
 }
 
-// TestWatchlist100k pins the size and load time of a 100,000-account list.
+// TestWatchlist100k pins the size of a 100,000-account list; its load time
+// is BenchmarkWatchlistLoad100k's to measure.
 func TestWatchlist100k(t *testing.T) {
 	data := watchlistFile(100_000)
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	start := time.Now()
 	w, bad, err := ParseWatchlist(bytes.NewReader(data))
-	took := time.Since(start)
 	require.NoError(t, err)
 	require.Empty(t, bad)
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	require.Equal(t, 100_000, w.Len())
 	retained := int64(after.HeapAlloc) - int64(before.HeapAlloc)
-	t.Logf("100,000 accounts: loaded in %s, %d KiB retained", took, retained/1024)
-	require.Less(t, took, time.Second)
+	t.Logf("100,000 accounts: %d KiB retained", retained/1024)
 	require.Less(t, retained, int64(50<<20))
 	runtime.KeepAlive(w)
 }
