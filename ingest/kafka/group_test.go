@@ -24,7 +24,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shopguard/shopguard"
+	"github.com/shopguard/shopguard/ingest"
 	"github.com/shopguard/shopguard/ingest/kafkatest"
 )
 
@@ -271,4 +273,65 @@ func TestGroupReaderClockStallsOnTime(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 	require.Less(t, waited, lateness+time.Second, "the stalled partition held the last event back for %s", waited)
+}
+
+// slowDeadLetter takes d to write each dead letter.
+type slowDeadLetter struct{ d time.Duration }
+
+func (s slowDeadLetter) DeadLetter(context.Context, string, []byte, *ingest.DecodeError) error {
+	time.Sleep(s.d)
+	return nil
+}
+
+// TestGroupReaderSlowDeadLetters: an event fetched before invalid
+// messages whose dead letters are slow to write is still sent one batch
+// linger (and, merged, one lateness) after it was fetched, not only when
+// the chunk's messages run out: the clock the Source reads during a chunk
+// is the time the chunk was taken, and a dead letter moves it on.
+func TestGroupReaderSlowDeadLetters(t *testing.T) {
+	const invalid, each = 10, 150 * time.Millisecond // 1.5 s of dead letters
+	for _, lateness := range []time.Duration{0, 300 * time.Millisecond} {
+		t.Run(fmt.Sprint("lateness=", lateness), func(t *testing.T) {
+			cfg := DefaultConfig
+			cfg.Topic, cfg.Lateness, cfg.BatchSize, cfg.BatchLinger = "admin-audit", lateness, 100, 50*time.Millisecond
+			opts := SourceOptions{Rejects: &ingest.Rejects{DeadLetter: slowDeadLetter{each}}}
+			opts.fill()
+			s := &Source{cfg: cfg, opts: opts, log: opts.Logger, commitDone: make(chan struct{}), lagGauges: map[int]prometheus.Gauge{}}
+			s.acks.init(cfg.Topic)
+			if lateness > 0 {
+				s.merge = newMerger(cfg, opts.Kafka)
+				s.merge.grace = 0
+			}
+			r := &groupReader{cfg: cfg, chunks: make(chan *chunk, 1), errs: make(chan error, 1), done: make(chan struct{})}
+			s.fetch, s.clock = r.FetchMessage, r.now
+			c := chunkOf(0, 0, 1, 1+invalid, func(int64) int { return 0 })
+			for off := int64(1); off <= invalid; off++ {
+				f := len(c.buf)
+				c.buf = append(c.buf, "not json"...)
+				c.msgs = append(c.msgs, chunkMsg{offset: off, from: int32(f), to: int32(len(c.buf))})
+			}
+			r.chunks <- c
+
+			out := make(chan shopguard.Batch)
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() { done <- s.Run(ctx, out) }()
+			var b shopguard.Batch
+			select {
+			case b = <-out:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no batch in 10 s")
+			}
+			waited := time.Since(start)
+			t.Logf("first batch after %s", waited)
+			require.Len(t, b.Events, 1)
+			b.Done()
+			cancel()
+			require.NoError(t, <-done)
+			require.Less(t, waited, lateness+cfg.BatchLinger+2*each+200*time.Millisecond,
+				"the event waited %s behind %s of dead letters", waited, invalid*each)
+		})
+	}
 }

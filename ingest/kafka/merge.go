@@ -285,6 +285,10 @@ func (s *Source) runMerged(ctx context.Context, out chan<- shopguard.Batch, stop
 				ev = nil
 			}
 			at := clock() // later than now if the fetch waited
+			if s.rejected {
+				// Dead-lettering may have taken a while.
+				at, sent, s.rejected = time.Now(), true, false
+			}
 			if at.Before(now) {
 				at = now
 			}

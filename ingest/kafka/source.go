@@ -100,6 +100,11 @@ type Source struct {
 	lagGauges map[int]prometheus.Gauge
 	dlqLogged time.Time // last log of a dead-letter failure
 	dlqFailed int       // dead-letter failures since
+	// rejected: reject ran since Run last looked. A dead letter is
+	// written synchronously and may take long, so the fetch's clock
+	// (groupReader.now) and a linger's context, checked only every 256
+	// messages of a chunk, are behind.
+	rejected bool
 
 	acks       acks
 	bg         context.Context // cancelled by Close: ends background commits
@@ -317,6 +322,11 @@ func (s *Source) collect(ctx context.Context, first kafkago.Message) (b shopguar
 				break
 			}
 			add(&m)
+			if s.rejected {
+				if s.rejected = false; lctx.Err() != nil {
+					break // the linger ended while dead-lettering
+				}
+			}
 		}
 		cancel()
 	}
@@ -380,6 +390,7 @@ func (s *Source) reject(ctx context.Context, m *kafkago.Message, err error) {
 	if !errors.As(err, &derr) { // Decode returns only *ingest.DecodeError
 		derr = &ingest.DecodeError{Reason: ingest.ReasonNotJSON, Msg: err.Error()}
 	}
+	s.rejected = true
 	pos := m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
 	// Not cancelled with Run: the message may be committed with its batch,
 	// so its dead letter must not be cut short by shutdown. The writer's
