@@ -206,6 +206,22 @@ func TestGroupReaderBrokerClosingIsNotClose(t *testing.T) {
 	require.EqualValues(t, 1, s.opts.Kafka.fetchErrors.Load(), "counted as a failed fetch")
 }
 
+// chunkSource is a Source reading from a group reader without a group:
+// the test sends it chunks (up to 100 unread), merged when cfg has a
+// lateness, with no grace for a start.
+func chunkSource(cfg Config, opts SourceOptions) (*Source, *groupReader) {
+	opts.fill()
+	s := &Source{cfg: cfg, opts: opts, log: opts.Logger, commitDone: make(chan struct{}), lagGauges: map[int]prometheus.Gauge{}}
+	s.acks.init(cfg.Topic)
+	if cfg.Lateness > 0 {
+		s.merge = newMerger(cfg, opts.Kafka)
+		s.merge.grace = 0
+	}
+	r := &groupReader{cfg: cfg, chunks: make(chan *chunk, 100), errs: make(chan error, 1), done: make(chan struct{})}
+	s.fetch, s.clock = r.FetchMessage, r.now
+	return s, r
+}
+
 // chunkOf is a chunk of partition p holding events at offsets from to
 // to-1, at mergeT0 + sec(offset) seconds.
 func chunkOf(p int, from, to, hwm int64, sec func(int64) int) *chunk {
@@ -231,14 +247,7 @@ func TestGroupReaderClockStallsOnTime(t *testing.T) {
 	cfg := DefaultConfig
 	cfg.Topic, cfg.Lateness, cfg.BatchSize, cfg.BatchLinger = "admin-audit", lateness, 10, time.Millisecond
 	cfg.MaxBuffered = 1 << 20
-	opts := SourceOptions{}
-	opts.fill()
-	s := &Source{cfg: cfg, opts: opts, log: opts.Logger, commitDone: make(chan struct{})}
-	s.acks.init(cfg.Topic)
-	s.merge = newMerger(cfg, opts.Kafka)
-	s.merge.grace = 0
-	r := &groupReader{cfg: cfg, chunks: make(chan *chunk, 100), errs: make(chan error, 1), done: make(chan struct{})}
-	s.fetch, s.clock = r.FetchMessage, r.now
+	s, r := chunkSource(cfg, SourceOptions{})
 	// Partition 0: one event far ahead, then nothing.
 	r.chunks <- chunkOf(0, 0, 1, 100, func(int64) int { return 10000 })
 	// Partition 1: 2,000 events before it in chunks of 250, then one after
@@ -294,16 +303,7 @@ func TestGroupReaderSlowDeadLetters(t *testing.T) {
 		t.Run(fmt.Sprint("lateness=", lateness), func(t *testing.T) {
 			cfg := DefaultConfig
 			cfg.Topic, cfg.Lateness, cfg.BatchSize, cfg.BatchLinger = "admin-audit", lateness, 100, 50*time.Millisecond
-			opts := SourceOptions{Rejects: &ingest.Rejects{DeadLetter: slowDeadLetter{each}}}
-			opts.fill()
-			s := &Source{cfg: cfg, opts: opts, log: opts.Logger, commitDone: make(chan struct{}), lagGauges: map[int]prometheus.Gauge{}}
-			s.acks.init(cfg.Topic)
-			if lateness > 0 {
-				s.merge = newMerger(cfg, opts.Kafka)
-				s.merge.grace = 0
-			}
-			r := &groupReader{cfg: cfg, chunks: make(chan *chunk, 1), errs: make(chan error, 1), done: make(chan struct{})}
-			s.fetch, s.clock = r.FetchMessage, r.now
+			s, r := chunkSource(cfg, SourceOptions{Rejects: &ingest.Rejects{DeadLetter: slowDeadLetter{each}}})
 			c := chunkOf(0, 0, 1, 1+invalid, func(int64) int { return 0 })
 			for off := int64(1); off <= invalid; off++ {
 				f := len(c.buf)
